@@ -1,0 +1,602 @@
+//! Apply: carries the merge's decisions out on the user's database, in short
+//! write transactions, and records them in the state.
+//!
+//! Per chunk of changes: decide (reading only the state), mark the chunk as
+//! pending in the state, write the user's database in one short transaction
+//! (busy timeout, foreign keys deferred), then record the new row states,
+//! conflicts and parked changes in the state. If the process dies between
+//! the two commits, [`recover_inflight`] finds which writes reached the
+//! user's database and records them, so they are neither echoed back as
+//! local edits nor applied twice.
+//!
+//! A row that the application changed after the last capture is never
+//! overwritten: the change is parked and retried after the next capture, when
+//! the local edit has a version and takes part in the merge.
+
+use crate::batch::{BatchBody, RowChange, Seen, TableChanges};
+use crate::config::Policy;
+use crate::merge::{self, Action, ConflictNote, Decision, Loser, ParkReason, PeerBook, RemoteBatch};
+use crate::schema::{Table, quote_ident};
+use crate::state::{ColState, Conflict, Cursor, RowState, State, Version};
+use crate::value::{self, Value};
+use rusqlite::{Connection, ErrorCode, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// A write transaction on the user's database lasts about this long at most,
+/// so the application that owns it is never blocked for long.
+const CHUNK_TIME: Duration = Duration::from_millis(50);
+const CHUNK_MAX_CHANGES: usize = 5_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("writing the database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("a parked change does not decode: {0}")]
+    BadParked(String),
+}
+
+/// Counts of one apply.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ApplyStats {
+    pub applied: u64,
+    pub conflicts: u64,
+    pub parked: u64,
+}
+
+impl std::ops::AddAssign for ApplyStats {
+    fn add_assign(&mut self, o: ApplyStats) {
+        self.applied += o.applied;
+        self.conflicts += o.conflicts;
+        self.parked += o.parked;
+    }
+}
+
+/// A parked change, as kept in the state: enough of its batch to decide it
+/// again later exactly as it would have been decided then.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ParkedChange {
+    pub author_id: String,
+    pub author_name: String,
+    pub reason: String,
+    pub retried_every_cycle: bool,
+    pub clock: u64,
+    pub seen: Vec<Seen>,
+    pub table: TableChanges,
+}
+
+/// Peer ids and names for the merge, a copy taken per batch.
+pub struct Peers {
+    pub ids: Vec<String>,
+    pub names: HashMap<String, String>,
+}
+
+impl PeerBook for Peers {
+    fn peer_id(&self, idx: u32) -> &str {
+        self.ids.get(idx as usize).map(String::as_str).unwrap_or("")
+    }
+    fn peer_name(&self, idx: u32) -> &str {
+        self.names.get(self.peer_id(idx)).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Everything apply needs about this peer's side.
+pub struct Applier<'a> {
+    pub user: &'a Connection,
+    pub state: &'a mut State,
+    /// The local tables, by name, as discovered this cycle.
+    pub tables: &'a BTreeMap<String, Table>,
+    pub policy_for: &'a dyn Fn(&str) -> Policy,
+    pub peer_names: &'a HashMap<String, String>,
+    pub self_peer: u32,
+}
+
+/// Where a batch being applied came from.
+pub enum Origin {
+    /// A batch from the hub: its cursor advances when it is done.
+    Batch { seq: u64 },
+    /// A parked change retried: it leaves the parked list when it is done.
+    Parked { id: i64 },
+}
+
+struct Planned<'b> {
+    table: &'b TableChanges,
+    change: &'b RowChange,
+    tbl: i64,
+    key: Vec<u8>,
+    local: Option<RowState>,
+    decision: Decision,
+}
+
+struct Outcome {
+    tbl: i64,
+    key: Vec<u8>,
+    record: Record,
+    conflicts: Vec<Conflict>,
+}
+
+enum Record {
+    Nothing,
+    Put(RowState),
+    Forget,
+    Park { table: TableChanges, reason: ParkReason, detail: String },
+}
+
+impl Applier<'_> {
+    fn peers(&self) -> Peers {
+        Peers { ids: self.state.peer_ids(), names: self.peer_names.clone() }
+    }
+
+    /// Applies one batch from `start` (a change index, after recovery).
+    pub fn apply_batch(
+        &mut self,
+        author_id: &str,
+        author_name: &str,
+        body: &BatchBody,
+        origin: Origin,
+        start: usize,
+    ) -> Result<ApplyStats, ApplyError> {
+        let author = self.state.peer_index(author_id)?;
+        let peers = self.peers();
+        let remote = RemoteBatch { body, author, author_name };
+        let flat: Vec<(&TableChanges, &RowChange)> =
+            body.tables.iter().flat_map(|t| t.changes.iter().map(move |c| (t, c))).collect();
+        let mut stats = ApplyStats::default();
+        let mut done = start.min(flat.len());
+        loop {
+            let chunk_start = done;
+            let began = Instant::now();
+            let mut planned = Vec::new();
+            while done < flat.len() && planned.len() < CHUNK_MAX_CHANGES && began.elapsed() < CHUNK_TIME {
+                let (t, c) = flat[done];
+                planned.push(self.plan(t, c, &remote, &peers)?);
+                done += 1;
+            }
+            let is_last = done >= flat.len();
+            if let Origin::Batch { .. } = origin {
+                self.state.transaction(|s| s.set_inflight_progress(chunk_start as u64, done as u64))?;
+            }
+            let outcomes = self.write_chunk(&planned, &remote, &peers)?;
+            self.state.transaction(|s| -> Result<(), ApplyError> {
+                for o in &outcomes {
+                    record(s, o, &remote, author_name, &mut stats)?;
+                }
+                match origin {
+                    Origin::Batch { seq } => {
+                        if is_last {
+                            s.set_cursor(author_id, Cursor { seq, clock: body.clock })?;
+                            s.end_inflight()?;
+                        } else {
+                            s.set_inflight_progress(done as u64, done as u64)?;
+                        }
+                    }
+                    Origin::Parked { id } if is_last => s.unpark(id)?,
+                    Origin::Parked { .. } => {}
+                }
+                Ok(())
+            })?;
+            if is_last {
+                return Ok(stats);
+            }
+        }
+    }
+
+    fn plan<'b>(
+        &mut self,
+        table_changes: &'b TableChanges,
+        change: &'b RowChange,
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+    ) -> Result<Planned<'b>, ApplyError> {
+        let tbl = self.state.table_id(&table_changes.table)?;
+        let Some(table) = self.tables.get(&table_changes.table) else {
+            return Ok(park_plan(table_changes, change, tbl, ParkReason::SchemaMismatch));
+        };
+        let Some(key) = local_key(table, table_changes, change) else {
+            return Ok(park_plan(table_changes, change, tbl, ParkReason::SchemaMismatch));
+        };
+        let local = self.state.row(tbl, &key)?;
+        let policy = (self.policy_for)(&table.name);
+        let user = self.user;
+        let mut local_value = |i: usize| read_column(user, table, &key_values_local(table, table_changes, change), i);
+        let decision = merge::decide(table, table_changes, &change.op, local.as_ref(), remote, &policy, peers, &mut local_value);
+        Ok(Planned { table: table_changes, change, tbl, key, local, decision })
+    }
+
+    fn write_chunk(&mut self, planned: &[Planned<'_>], remote: &RemoteBatch<'_>, peers: &Peers) -> Result<Vec<Outcome>, ApplyError> {
+        let needs_write = planned.iter().any(|p| matches!(p.decision.action, Action::Write { .. } | Action::Delete));
+        let mut outcomes = Vec::with_capacity(planned.len());
+        if needs_write {
+            self.user.execute_batch("BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON;")?;
+        }
+        let result = (|| -> Result<(), ApplyError> {
+            for p in planned {
+                outcomes.push(self.carry_out(p, remote, peers)?);
+            }
+            Ok(())
+        })();
+        if needs_write {
+            match result {
+                Ok(()) => {
+                    if let Err(e) = self.user.execute_batch("COMMIT") {
+                        let _ = self.user.execute_batch("ROLLBACK");
+                        return Err(e.into());
+                    }
+                }
+                Err(e) => {
+                    let _ = self.user.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        } else {
+            result?;
+        }
+        Ok(outcomes)
+    }
+
+    fn carry_out(&self, p: &Planned<'_>, remote: &RemoteBatch<'_>, peers: &Peers) -> Result<Outcome, ApplyError> {
+        let mut outcome = Outcome { tbl: p.tbl, key: p.key.clone(), record: Record::Nothing, conflicts: Vec::new() };
+        let park = |reason: ParkReason, detail: String| Record::Park {
+            table: single_change(p.table, p.change),
+            reason,
+            detail,
+        };
+        let table = self.tables.get(&p.table.table);
+        let (table, key_values) = match table {
+            Some(t) => (t, key_values_local(t, p.table, p.change)),
+            None => {
+                if let Action::Park(r) = p.decision.action {
+                    outcome.record = park(r, format!("table {} does not exist here", p.table.table));
+                }
+                return Ok(outcome);
+            }
+        };
+        let mut local_image: Option<Vec<Value>> = None;
+        match &p.decision.action {
+            Action::Skip => {}
+            Action::RecordOnly => outcome.record = Record::Put(p.decision.new_state.clone().expect("record has a state")),
+            Action::KeepAndRepublish => outcome.record = Record::Forget,
+            Action::Park(r) => {
+                let detail = match r {
+                    ParkReason::SchemaMismatch => format!("table {}: key columns differ here", table.name),
+                    _ => r.describe().to_string(),
+                };
+                outcome.record = park(*r, detail);
+            }
+            Action::Write { insert: false, columns } => {
+                let current = read_row(self.user, table, &key_values)?;
+                let known_hash = p.local.as_ref().map(|l| l.hash);
+                match current {
+                    Some(values) if Some(row_hash(table, &values)) == known_hash => {
+                        update_row(self.user, table, &key_values, columns)?;
+                        let mut after = values.clone();
+                        for (i, v) in columns {
+                            after[*i] = v.clone();
+                        }
+                        let mut state = p.decision.new_state.clone().expect("write has a state");
+                        complete_state(table, &after, &mut state);
+                        outcome.record = Record::Put(state);
+                        local_image = Some(values);
+                    }
+                    _ => {
+                        outcome.record = park(ParkReason::LocalEditPending, ParkReason::LocalEditPending.describe().into());
+                        return Ok(outcome);
+                    }
+                }
+            }
+            Action::Write { insert: true, columns } => match insert_row(self.user, table, columns) {
+                Ok(()) => {
+                    let after = if columns.len() == table.columns.len() {
+                        let mut v = vec![Value::Null; table.columns.len()];
+                        for (i, x) in columns {
+                            v[*i] = x.clone();
+                        }
+                        v
+                    } else {
+                        read_row(self.user, table, &key_values)?.unwrap_or_default()
+                    };
+                    let mut state = p.decision.new_state.clone().expect("write has a state");
+                    complete_state(table, &after, &mut state);
+                    outcome.record = Record::Put(state);
+                }
+                Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == ErrorCode::ConstraintViolation => {
+                    let exists = read_row(self.user, table, &key_values)?.is_some();
+                    outcome.record = if exists {
+                        park(ParkReason::LocalEditPending, "a row with this key was added here since the last capture".into())
+                    } else {
+                        park(ParkReason::Refused, msg.unwrap_or_else(|| e.to_string()))
+                    };
+                    return Ok(outcome);
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Action::Delete => {
+                let current = read_row(self.user, table, &key_values)?;
+                let known_hash = p.local.as_ref().map(|l| l.hash);
+                match current {
+                    Some(values) if Some(row_hash(table, &values)) == known_hash || !table.has_primary_key => {
+                        delete_row(self.user, table, &key_values)?;
+                        local_image = Some(values);
+                    }
+                    None => {}
+                    Some(_) => {
+                        outcome.record = park(ParkReason::LocalEditPending, ParkReason::LocalEditPending.describe().into());
+                        return Ok(outcome);
+                    }
+                }
+                outcome.record = Record::Put(p.decision.new_state.clone().expect("delete has a state"));
+            }
+        }
+        for note in &p.decision.conflicts {
+            outcome.conflicts.push(conflict_from(note, table, p, local_image.as_deref(), remote, peers));
+        }
+        Ok(outcome)
+    }
+}
+
+fn record(s: &mut State, o: &Outcome, remote: &RemoteBatch<'_>, author_name: &str, stats: &mut ApplyStats) -> Result<(), ApplyError> {
+    match &o.record {
+        Record::Nothing => {}
+        Record::Put(row) => {
+            s.put_row(o.tbl, &o.key, row)?;
+            stats.applied += 1;
+        }
+        Record::Forget => s.forget_row(o.tbl, &o.key)?,
+        Record::Park { table, reason, detail } => {
+            let author_id = s.peer_id(remote.author).to_string();
+            let parked = ParkedChange {
+                author_id: author_id.clone(),
+                author_name: author_name.to_string(),
+                reason: detail.clone(),
+                retried_every_cycle: reason.retried_every_cycle(),
+                clock: remote.body.clock,
+                seen: remote.body.seen.clone(),
+                table: table.clone(),
+            };
+            s.park(&author_id, 0, &table.table, &syncd_proto::encode(&parked), detail)?;
+            stats.parked += 1;
+        }
+    }
+    for c in &o.conflicts {
+        s.add_conflict(c)?;
+        stats.conflicts += 1;
+    }
+    Ok(())
+}
+
+fn park_plan<'b>(t: &'b TableChanges, c: &'b RowChange, tbl: i64, reason: ParkReason) -> Planned<'b> {
+    Planned {
+        table: t,
+        change: c,
+        tbl,
+        key: Vec::new(),
+        local: None,
+        decision: Decision { action: Action::Park(reason), new_state: None, conflicts: Vec::new() },
+    }
+}
+
+fn single_change(t: &TableChanges, c: &RowChange) -> TableChanges {
+    TableChanges {
+        table: t.table.clone(),
+        columns: t.columns.clone(),
+        key_columns: t.key_columns.clone(),
+        has_primary_key: t.has_primary_key,
+        changes: vec![c.clone()],
+    }
+}
+
+/// The change's key values in the local key order, or `None` when the
+/// local table's key differs (schema drift on a key column).
+fn local_key_values(table: &Table, t: &TableChanges, c: &RowChange) -> Option<Vec<Value>> {
+    if table.has_primary_key != t.has_primary_key || table.key.len() != t.key_columns.len() {
+        return None;
+    }
+    table
+        .key
+        .iter()
+        .map(|&i| {
+            let name = &table.columns[i].name;
+            t.key_columns.iter().position(|k| k == name).and_then(|p| c.key.get(p).cloned())
+        })
+        .collect()
+}
+
+fn key_values_local(table: &Table, t: &TableChanges, c: &RowChange) -> Vec<Value> {
+    local_key_values(table, t, c).unwrap_or_default()
+}
+
+fn local_key(table: &Table, t: &TableChanges, c: &RowChange) -> Option<Vec<u8>> {
+    local_key_values(table, t, c).map(|k| value::encode_key(k.iter().map(Value::as_ref)))
+}
+
+/// The row hash capture would compute for these local values.
+pub fn row_hash(table: &Table, values: &[Value]) -> u64 {
+    value::hash_row(table.hash_order.iter().map(|&(i, n)| (n, value::hash_value(values[i].as_ref()))))
+}
+
+/// Sets the row hash and gives every local column a column state, so the
+/// next capture sees exactly what was written and echoes nothing.
+fn complete_state(table: &Table, values: &[Value], state: &mut RowState) {
+    if values.len() != table.columns.len() {
+        return;
+    }
+    for &(i, name_hash) in &table.hash_order {
+        let value_hash = value::hash_value(values[i].as_ref());
+        match state.cols.iter_mut().find(|c| c.name_hash == name_hash) {
+            Some(c) => c.value_hash = value_hash,
+            // A column only this peer has: its value is the local default,
+            // older than any edit.
+            None => state.cols.push(ColState { name_hash, value_hash, version: Version { clock: 0, peer: 0 } }),
+        }
+    }
+    state.hash = row_hash(table, values);
+}
+
+fn read_row(user: &Connection, table: &Table, key: &[Value]) -> rusqlite::Result<Option<Vec<Value>>> {
+    let sql = format!(
+        "SELECT {} FROM main.{} WHERE {} LIMIT 1",
+        table.select_list(),
+        quote_ident(&table.name),
+        table.key_predicate(1)
+    );
+    let n = table.columns.len();
+    user.prepare_cached(&sql)?
+        .query_row(rusqlite::params_from_iter(key.iter()), |r| {
+            (0..n).map(|i| Ok(Value::from_ref(r.get_ref(i)?))).collect()
+        })
+        .optional()
+}
+
+fn read_column(user: &Connection, table: &Table, key: &[Value], col: usize) -> Value {
+    let sql = format!(
+        "SELECT {} FROM main.{} WHERE {} LIMIT 1",
+        quote_ident(&table.columns[col].name),
+        quote_ident(&table.name),
+        table.key_predicate(1)
+    );
+    user.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row(rusqlite::params_from_iter(key.iter()), |r| Ok(Value::from_ref(r.get_ref(0)?))))
+        .unwrap_or(Value::Null)
+}
+
+fn update_row(user: &Connection, table: &Table, key: &[Value], columns: &[(usize, Value)]) -> rusqlite::Result<()> {
+    let sets: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(n, (i, _))| format!("{} = ?{}", quote_ident(&table.columns[*i].name), n + 1))
+        .collect();
+    let sql = format!(
+        "UPDATE main.{} SET {} WHERE {}",
+        quote_ident(&table.name),
+        sets.join(", "),
+        table.key_predicate(columns.len() + 1)
+    );
+    let params = columns.iter().map(|(_, v)| v).chain(key.iter());
+    user.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params))?;
+    Ok(())
+}
+
+fn insert_row(user: &Connection, table: &Table, columns: &[(usize, Value)]) -> rusqlite::Result<()> {
+    let names: Vec<String> = columns.iter().map(|(i, _)| quote_ident(&table.columns[*i].name)).collect();
+    let marks: Vec<String> = (1..=columns.len()).map(|n| format!("?{n}")).collect();
+    let sql = format!(
+        "INSERT INTO main.{}({}) VALUES({})",
+        quote_ident(&table.name),
+        names.join(", "),
+        marks.join(", ")
+    );
+    user.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(columns.iter().map(|(_, v)| v)))?;
+    Ok(())
+}
+
+fn delete_row(user: &Connection, table: &Table, key: &[Value]) -> rusqlite::Result<()> {
+    let sql = if table.has_primary_key {
+        format!("DELETE FROM main.{} WHERE {}", quote_ident(&table.name), table.key_predicate(1))
+    } else {
+        // A set of rows: every copy of this row goes.
+        format!(
+            "DELETE FROM main.{0} WHERE rowid IN (SELECT rowid FROM main.{0} WHERE {1})",
+            quote_ident(&table.name),
+            table.key_predicate(1)
+        )
+    };
+    user.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(key.iter()))?;
+    Ok(())
+}
+
+fn image_json(pairs: impl Iterator<Item = (String, Value)>) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = pairs.map(|(n, v)| (n, v.to_json())).collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+fn conflict_from(
+    note: &ConflictNote,
+    table: &Table,
+    p: &Planned<'_>,
+    local_image: Option<&[Value]>,
+    remote: &RemoteBatch<'_>,
+    peers: &Peers,
+) -> Conflict {
+    let local_pairs = |cols: &[usize]| -> Option<String> {
+        local_image.map(|img| {
+            let idx: Vec<usize> = if cols.is_empty() { (0..table.columns.len()).collect() } else { cols.to_vec() };
+            image_json(idx.into_iter().map(|i| (table.columns[i].name.clone(), img[i].clone())))
+        })
+    };
+    let remote_pairs = || {
+        image_json(p.table.named_values(&p.change.op).into_iter().map(|(n, v)| (n.to_string(), v.clone())))
+    };
+    let (loser, winner) = match &note.loser {
+        Loser::Local { columns, .. } => (local_pairs(columns), Some(remote_pairs())),
+        Loser::Remote(values) if values.is_empty() => (None, local_pairs(&[])),
+        Loser::Remote(values) => (Some(image_json(values.iter().cloned())), local_pairs(&[])),
+        Loser::LocalDelete => (None, Some(remote_pairs())),
+    };
+    let peer_of = |v: Version| {
+        if v.peer == remote.author { peers.peer_id(remote.author).to_string() } else { peers.peer_id(v.peer).to_string() }
+    };
+    Conflict {
+        id: 0,
+        at_ms: crate::hlc::wall_ms() as i64,
+        table: table.name.clone(),
+        key: p.change.key.clone(),
+        column: note.column.clone(),
+        loser,
+        winner,
+        loser_clock: note.loser_version.clock,
+        loser_peer: peer_of(note.loser_version),
+        winner_clock: note.winner_version.clock,
+        winner_peer: peer_of(note.winner_version),
+        reason: note.reason.to_string(),
+    }
+}
+
+/// After a crash between writing the user's database and recording it in
+/// the state: records the pending writes that did reach the database.
+/// Those that did not are applied again when the batch resumes.
+pub fn recover_inflight(ap: &mut Applier<'_>, author_name: &str) -> Result<(), ApplyError> {
+    let Some(inflight) = ap.state.inflight()? else { return Ok(()) };
+    if inflight.pending_end <= inflight.done {
+        return Ok(());
+    }
+    let body: BatchBody = syncd_proto::decode(&inflight.body).map_err(|e| ApplyError::BadParked(e.to_string()))?;
+    let author = ap.state.peer_index(&inflight.peer_id)?;
+    let peers = ap.peers();
+    let remote = RemoteBatch { body: &body, author, author_name };
+    let flat: Vec<(&TableChanges, &RowChange)> =
+        body.tables.iter().flat_map(|t| t.changes.iter().map(move |c| (t, c))).collect();
+    let range = inflight.done as usize..(inflight.pending_end as usize).min(flat.len());
+    let mut reached = Vec::new();
+    for &(t, c) in &flat[range] {
+        let p = ap.plan(t, c, &remote, &peers)?;
+        let Some(table) = ap.tables.get(&t.table) else { continue };
+        let key = key_values_local(table, t, c);
+        let now = read_row(ap.user, table, &key)?;
+        let state = match (&p.decision.action, now) {
+            (Action::Write { columns, .. }, Some(values))
+                if columns.iter().all(|(i, v)| value::hash_value(values[*i].as_ref()) == value::hash_value(v.as_ref())) =>
+            {
+                let mut s = p.decision.new_state.clone().expect("write has a state");
+                complete_state(table, &values, &mut s);
+                Some(s)
+            }
+            (Action::Delete, None) => p.decision.new_state.clone(),
+            _ => None,
+        };
+        if let Some(s) = state {
+            reached.push((p.tbl, p.key.clone(), s));
+        }
+    }
+    let done = inflight.done;
+    ap.state.transaction(|s| -> Result<(), ApplyError> {
+        for (tbl, key, row) in &reached {
+            s.put_row(*tbl, key, row)?;
+        }
+        s.set_inflight_progress(done, done)?;
+        Ok(())
+    })?;
+    tracing::info!(peer = %inflight.peer_id, seq = inflight.seq, recovered = reached.len(), "recovered an interrupted apply");
+    Ok(())
+}

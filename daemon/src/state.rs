@@ -1,0 +1,565 @@
+//! The state: syncd's own bookkeeping for one database, in a separate SQLite
+//! file under the state directory, never inside the user's database.
+//!
+//! It holds, per row, the hash and version of every column (what capture
+//! compares against), the outbox of captured batches not yet in the hub, the
+//! cursor of every peer (what has been applied), the conflict log, the parked
+//! changes, and the batch being applied (for crash recovery). Every SQL
+//! statement on the state lives in this module.
+
+use crate::value::Value;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+pub type Result<T> = std::result::Result<T, rusqlite::Error>;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS peers(idx INTEGER PRIMARY KEY, peer_id TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS tables(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS rows(
+    tbl INTEGER NOT NULL, key BLOB NOT NULL, hash INTEGER NOT NULL,
+    del_clock INTEGER, del_peer INTEGER, cols BLOB NOT NULL,
+    PRIMARY KEY(tbl, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY, changes INTEGER NOT NULL, file BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors(peer_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, clock INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conflicts(
+    id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, tbl TEXT NOT NULL, key TEXT NOT NULL,
+    key_values TEXT NOT NULL, col TEXT, loser TEXT, winner TEXT,
+    loser_clock INTEGER NOT NULL, loser_peer TEXT NOT NULL,
+    winner_clock INTEGER NOT NULL, winner_peer TEXT NOT NULL, reason TEXT NOT NULL,
+    UNIQUE(tbl, key, col, loser_clock, loser_peer, winner_clock, winner_peer));
+CREATE TABLE IF NOT EXISTS parked(
+    id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, peer_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    tbl TEXT NOT NULL, change BLOB NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inflight(
+    peer_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, body BLOB NOT NULL,
+    done INTEGER NOT NULL, pending_end INTEGER NOT NULL);
+";
+
+/// A version as the state stores it: a clock value and the peer that made it
+/// (an index into the `peers` table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub clock: u64,
+    pub peer: u32,
+}
+
+/// One column of one row: the hash of its value and its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColState {
+    pub name_hash: u64,
+    pub value_hash: u64,
+    pub version: Version,
+}
+
+/// What the state knows of one row.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RowState {
+    /// Hash of the row as last captured or applied.
+    pub hash: u64,
+    /// Set when the row is deleted: the version of the delete (a tombstone).
+    pub deleted: Option<Version>,
+    pub cols: Vec<ColState>,
+}
+
+impl RowState {
+    pub fn col(&self, name_hash: u64) -> Option<&ColState> {
+        self.cols.iter().find(|c| c.name_hash == name_hash)
+    }
+
+    pub fn set_col(&mut self, col: ColState) {
+        match self.cols.iter_mut().find(|c| c.name_hash == col.name_hash) {
+            Some(c) => *c = col,
+            None => self.cols.push(col),
+        }
+    }
+
+    fn encode_cols(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.cols.len() * 28);
+        for c in &self.cols {
+            out.extend_from_slice(&c.name_hash.to_le_bytes());
+            out.extend_from_slice(&c.value_hash.to_le_bytes());
+            out.extend_from_slice(&c.version.clock.to_le_bytes());
+            out.extend_from_slice(&c.version.peer.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode_cols(bytes: &[u8]) -> Vec<ColState> {
+        bytes
+            .chunks_exact(28)
+            .map(|c| ColState {
+                name_hash: u64::from_le_bytes(c[0..8].try_into().expect("8 bytes")),
+                value_hash: u64::from_le_bytes(c[8..16].try_into().expect("8 bytes")),
+                version: Version {
+                    clock: u64::from_le_bytes(c[16..24].try_into().expect("8 bytes")),
+                    peer: u32::from_le_bytes(c[24..28].try_into().expect("4 bytes")),
+                },
+            })
+            .collect()
+    }
+}
+
+/// How far this peer has applied another peer's batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cursor {
+    pub seq: u64,
+    pub clock: u64,
+}
+
+/// A losing value or row image kept in the conflict log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    pub id: i64,
+    pub at_ms: i64,
+    pub table: String,
+    pub key: Vec<Value>,
+    /// The column for a per-column conflict, `None` for a whole row.
+    pub column: Option<String>,
+    /// JSON object `{column: value}` of the losing version (null: a delete).
+    pub loser: Option<String>,
+    pub winner: Option<String>,
+    pub loser_clock: u64,
+    pub loser_peer: String,
+    pub winner_clock: u64,
+    pub winner_peer: String,
+    pub reason: String,
+}
+
+/// A remote change that could not be applied yet, with its reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parked {
+    pub id: i64,
+    pub peer_id: String,
+    pub seq: u64,
+    pub table: String,
+    /// Encoded [`ParkedChange`].
+    pub change: Vec<u8>,
+    pub reason: String,
+}
+
+/// The batch being applied, kept until its last chunk is recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inflight {
+    pub peer_id: String,
+    pub seq: u64,
+    pub body: Vec<u8>,
+    /// Changes (in batch order) fully recorded in the state.
+    pub done: u64,
+    /// Changes up to here may be written to the user's database but not yet
+    /// recorded here.
+    pub pending_end: u64,
+}
+
+/// The state database of one synced database.
+pub struct State {
+    conn: Connection,
+    peers: Vec<String>,
+    peer_index: HashMap<String, u32>,
+    tables: HashMap<String, i64>,
+}
+
+impl State {
+    pub fn open(path: &Path) -> Result<State> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a batch name is published right after its outbox commit; a
+        // commit lost to a power cut would reuse that sequence number.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        let mut state = State {
+            conn,
+            peers: Vec::new(),
+            peer_index: HashMap::new(),
+            tables: HashMap::new(),
+        };
+        state.load_peers()?;
+        Ok(state)
+    }
+
+    /// A second connection to the same state, for reading while the first
+    /// one writes (capture scans the rows table while recording changes).
+    pub fn open_reader(path: &Path) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(conn)
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn load_peers(&mut self) -> Result<()> {
+        let mut stmt = self.conn.prepare("SELECT idx, peer_id FROM peers ORDER BY idx")?;
+        let rows: Vec<(u32, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_>>()?;
+        drop(stmt);
+        for (idx, id) in rows {
+            let idx = idx as usize;
+            if self.peers.len() <= idx {
+                self.peers.resize(idx + 1, String::new());
+            }
+            self.peers[idx] = id.clone();
+            self.peer_index.insert(id, idx as u32);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in one write transaction of the state.
+    pub fn transaction<T, E: From<rusqlite::Error>>(
+        &mut self,
+        f: impl FnOnce(&mut State) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                // Cached ids may name rows the rollback removed.
+                self.peers.clear();
+                self.peer_index.clear();
+                self.tables.clear();
+                self.load_peers()?;
+                Err(e)
+            }
+        }
+    }
+
+    pub fn meta<T: rusqlite::types::FromSql>(&self, key: &str) -> Result<Option<T>> {
+        self.conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()
+    }
+
+    pub fn set_meta(&self, key: &str, value: impl rusqlite::ToSql) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)")?
+            .execute(params![key, value])?;
+        Ok(())
+    }
+
+    /// The index of a peer id in this state, adding it when new.
+    pub fn peer_index(&mut self, peer_id: &str) -> Result<u32> {
+        if let Some(&i) = self.peer_index.get(peer_id) {
+            return Ok(i);
+        }
+        self.conn
+            .prepare_cached("INSERT INTO peers(peer_id) VALUES(?1)")?
+            .execute([peer_id])?;
+        let idx = self.conn.last_insert_rowid() as usize;
+        if self.peers.len() <= idx {
+            self.peers.resize(idx + 1, String::new());
+        }
+        self.peers[idx] = peer_id.to_string();
+        self.peer_index.insert(peer_id.to_string(), idx as u32);
+        Ok(idx as u32)
+    }
+
+    /// Every known peer id, by index (index 0 is unused and empty).
+    pub fn peer_ids(&self) -> Vec<String> {
+        let mut ids = self.peers.clone();
+        if ids.is_empty() {
+            ids.push(String::new());
+        }
+        ids
+    }
+
+    /// The peer id behind an index from [`State::peer_index`].
+    pub fn peer_id(&self, idx: u32) -> &str {
+        self.peers.get(idx as usize).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn table_id(&mut self, name: &str) -> Result<i64> {
+        if let Some(&id) = self.tables.get(name) {
+            return Ok(id);
+        }
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM tables WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                self.conn
+                    .prepare_cached("INSERT INTO tables(name) VALUES(?1)")?
+                    .execute([name])?;
+                self.conn.last_insert_rowid()
+            }
+        };
+        self.tables.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    /// Names of every table the state has rows for.
+    pub fn table_names(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT name FROM tables ORDER BY name")?;
+        let names = stmt.query_map([], |r| r.get(0))?.collect::<Result<_>>()?;
+        Ok(names)
+    }
+
+    pub fn row(&self, tbl: i64, key: &[u8]) -> Result<Option<RowState>> {
+        self.conn
+            .prepare_cached("SELECT hash, del_clock, del_peer, cols FROM rows WHERE tbl = ?1 AND key = ?2")?
+            .query_row(params![tbl, key], row_state_from)
+            .optional()
+    }
+
+    pub fn put_row(&self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
+        let (del_clock, del_peer) = match row.deleted {
+            Some(v) => (Some(v.clock as i64), Some(v.peer)),
+            None => (None, None),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO rows(tbl, key, hash, del_clock, del_peer, cols) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![tbl, key, row.hash as i64, del_clock, del_peer, row.encode_cols()])?;
+        Ok(())
+    }
+
+    /// Forgets a row entirely: the next capture sees the row, if it exists,
+    /// as new and publishes it whole with a fresh version.
+    pub fn forget_row(&self, tbl: i64, key: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM rows WHERE tbl = ?1 AND key = ?2")?
+            .execute(params![tbl, key])?;
+        Ok(())
+    }
+
+    pub fn live_row_count(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM rows WHERE del_clock IS NULL", [], |r| r.get::<_, i64>(0).map(|n| n as u64))
+    }
+
+    pub fn cursors(&self) -> Result<BTreeMap<String, Cursor>> {
+        let mut stmt = self.conn.prepare_cached("SELECT peer_id, seq, clock FROM cursors")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Cursor {
+                        seq: r.get::<_, i64>(1)? as u64,
+                        clock: r.get::<_, i64>(2)? as u64,
+                    },
+                ))
+            })?
+            .collect::<Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn set_cursor(&self, peer_id: &str, cursor: Cursor) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO cursors(peer_id, seq, clock) VALUES(?1, ?2, ?3)")?
+            .execute(params![peer_id, cursor.seq as i64, cursor.clock as i64])?;
+        Ok(())
+    }
+
+    pub fn push_outbox(&self, seq: u64, changes: u64, file: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO outbox(seq, changes, file) VALUES(?1, ?2, ?3)")?
+            .execute(params![seq as i64, changes as i64, file])?;
+        Ok(())
+    }
+
+    /// The oldest batch not yet in the hub.
+    pub fn first_outbox(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        self.conn
+            .prepare_cached("SELECT seq, file FROM outbox ORDER BY seq LIMIT 1")?
+            .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .optional()
+    }
+
+    pub fn remove_outbox(&self, seq: u64) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
+            .execute([seq as i64])?;
+        Ok(())
+    }
+
+    /// (batches, changes) waiting in the outbox.
+    pub fn outbox_size(&self) -> Result<(u64, u64)> {
+        self.conn.query_row("SELECT count(*), coalesce(sum(changes), 0) FROM outbox", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
+    }
+
+    pub fn add_conflict(&self, c: &Conflict) -> Result<()> {
+        let key_values = serde_json::Value::Array(c.key.iter().map(Value::to_json).collect()).to_string();
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO conflicts(at_ms, tbl, key, key_values, col, loser, winner, loser_clock, \
+                 loser_peer, winner_clock, winner_peer, reason) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+            )?
+            .execute(params![
+                c.at_ms,
+                c.table,
+                crate::value::key_text(&c.key),
+                key_values,
+                c.column,
+                c.loser,
+                c.winner,
+                c.loser_clock as i64,
+                c.loser_peer,
+                c.winner_clock as i64,
+                c.winner_peer,
+                c.reason
+            ])?;
+        Ok(())
+    }
+
+    pub fn conflicts(&self) -> Result<Vec<Conflict>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, at_ms, tbl, key_values, col, loser, winner, loser_clock, loser_peer, winner_clock, \
+             winner_peer, reason FROM conflicts ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                let key_json: String = r.get(3)?;
+                let key = serde_json::from_str::<Vec<serde_json::Value>>(&key_json)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(Value::from_json)
+                    .collect();
+                Ok(Conflict {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    table: r.get(2)?,
+                    key,
+                    column: r.get(4)?,
+                    loser: r.get(5)?,
+                    winner: r.get(6)?,
+                    loser_clock: r.get::<_, i64>(7)? as u64,
+                    loser_peer: r.get(8)?,
+                    winner_clock: r.get::<_, i64>(9)? as u64,
+                    winner_peer: r.get(10)?,
+                    reason: r.get(11)?,
+                })
+            })?
+            .collect::<Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn conflict_count(&self) -> Result<u64> {
+        self.conn.query_row("SELECT count(*) FROM conflicts", [], |r| r.get::<_, i64>(0).map(|n| n as u64))
+    }
+
+    pub fn park(&self, peer_id: &str, seq: u64, table: &str, change: &[u8], reason: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO parked(at_ms, peer_id, seq, tbl, change, reason) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                crate::hlc::wall_ms() as i64,
+                peer_id,
+                seq as i64,
+                table,
+                change,
+                reason
+            ])?;
+        Ok(())
+    }
+
+    pub fn parked(&self) -> Result<Vec<Parked>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, peer_id, seq, tbl, change, reason FROM parked ORDER BY id")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Parked {
+                    id: r.get(0)?,
+                    peer_id: r.get(1)?,
+                    seq: r.get::<_, i64>(2)? as u64,
+                    table: r.get(3)?,
+                    change: r.get(4)?,
+                    reason: r.get(5)?,
+                })
+            })?
+            .collect::<Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn unpark(&self, id: i64) -> Result<()> {
+        self.conn.prepare_cached("DELETE FROM parked WHERE id = ?1")?.execute([id])?;
+        Ok(())
+    }
+
+    pub fn parked_count(&self) -> Result<u64> {
+        self.conn.query_row("SELECT count(*) FROM parked", [], |r| r.get::<_, i64>(0).map(|n| n as u64))
+    }
+
+    pub fn inflight(&self) -> Result<Option<Inflight>> {
+        self.conn
+            .prepare_cached("SELECT peer_id, seq, body, done, pending_end FROM inflight LIMIT 1")?
+            .query_row([], |r| {
+                Ok(Inflight {
+                    peer_id: r.get(0)?,
+                    seq: r.get::<_, i64>(1)? as u64,
+                    body: r.get(2)?,
+                    done: r.get::<_, i64>(3)? as u64,
+                    pending_end: r.get::<_, i64>(4)? as u64,
+                })
+            })
+            .optional()
+    }
+
+    pub fn begin_inflight(&self, peer_id: &str, seq: u64, body: &[u8]) -> Result<()> {
+        self.conn.execute("DELETE FROM inflight", [])?;
+        self.conn
+            .prepare_cached("INSERT INTO inflight(peer_id, seq, body, done, pending_end) VALUES(?1, ?2, ?3, 0, 0)")?
+            .execute(params![peer_id, seq as i64, body])?;
+        Ok(())
+    }
+
+    pub fn set_inflight_progress(&self, done: u64, pending_end: u64) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE inflight SET done = ?1, pending_end = ?2")?
+            .execute(params![done as i64, pending_end as i64])?;
+        Ok(())
+    }
+
+    pub fn end_inflight(&self) -> Result<()> {
+        self.conn.execute("DELETE FROM inflight", [])?;
+        Ok(())
+    }
+}
+
+fn row_state_from(r: &rusqlite::Row<'_>) -> Result<RowState> {
+    let del_clock: Option<i64> = r.get(1)?;
+    let del_peer: Option<u32> = r.get(2)?;
+    let cols: Vec<u8> = r.get(3)?;
+    Ok(RowState {
+        hash: r.get::<_, i64>(0)? as u64,
+        deleted: del_clock.map(|c| Version {
+            clock: c as u64,
+            peer: del_peer.unwrap_or(0),
+        }),
+        cols: RowState::decode_cols(&cols),
+    })
+}
+
+/// Scans the state rows of one table in key order, for capture's merge join.
+pub fn scan_rows<'c>(reader: &'c Connection) -> Result<rusqlite::CachedStatement<'c>> {
+    reader.prepare_cached("SELECT key, hash, del_clock IS NOT NULL, cols FROM rows WHERE tbl = ?1 ORDER BY key")
+}
+
+/// Decodes one row of [`scan_rows`]: (key, hash, is_deleted, cols).
+pub fn scanned_row(r: &rusqlite::Row<'_>) -> Result<(Vec<u8>, u64, bool, Vec<u8>)> {
+    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?))
+}
+
+/// Decodes the column blob of a scanned row.
+pub fn decode_cols(bytes: &[u8]) -> Vec<ColState> {
+    RowState::decode_cols(bytes)
+}

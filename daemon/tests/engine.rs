@@ -1,0 +1,282 @@
+//! The sync engine end to end in one process: real SQLite files, a real
+//! folder hub, several peers (DESIGN §4 and §7).
+
+mod common;
+use common::{Hub, Peer, settle};
+
+#[test]
+fn two_peers_with_disjoint_inserts_converge() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    a.exec("INSERT INTO items(id, name, qty) VALUES (1, 'a1', 1), (2, 'a2', 2);");
+    b.exec("INSERT INTO items(id, name, qty) VALUES (101, 'b1', 1); INSERT INTO tags VALUES (101, 'red');");
+    settle(&mut [&mut a, &mut b], 2);
+    assert_eq!(a.content(), b.content());
+    assert_eq!(a.one("SELECT count(*) FROM items"), "Integer(3)");
+    assert_eq!(a.one("SELECT tag FROM tags WHERE item_id = 101"), "Text(\"red\")");
+}
+
+#[test]
+fn updates_and_deletes_propagate() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    a.exec("INSERT INTO items(id, name, qty) VALUES (1, 'one', 1), (2, 'two', 2), (3, 'three', 3);");
+    settle(&mut [&mut a, &mut b], 1);
+    a.exec("UPDATE items SET qty = 10 WHERE id = 1; DELETE FROM items WHERE id = 2;");
+    b.exec("UPDATE items SET name = 'THREE' WHERE id = 3;");
+    settle(&mut [&mut a, &mut b], 2);
+    assert_eq!(a.content(), b.content());
+    assert_eq!(b.one("SELECT qty FROM items WHERE id = 1"), "Integer(10)");
+    assert_eq!(b.one("SELECT count(*) FROM items WHERE id = 2"), "Integer(0)");
+    assert_eq!(a.one("SELECT name FROM items WHERE id = 3"), "Text(\"THREE\")");
+}
+
+#[test]
+fn concurrent_edits_of_different_columns_both_survive() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    a.exec("INSERT INTO items(id, name, qty) VALUES (9, 'task', 0);");
+    settle(&mut [&mut a, &mut b], 1);
+    a.exec("UPDATE items SET qty = 1 WHERE id = 9;");
+    b.exec("UPDATE items SET name = 'fixed title' WHERE id = 9;");
+    settle(&mut [&mut a, &mut b], 2);
+    assert_eq!(a.content(), b.content());
+    assert_eq!(a.one("SELECT name || ':' || qty FROM items WHERE id = 9"), "Text(\"fixed title:1\")");
+    assert!(a.conflicts().is_empty() && b.conflicts().is_empty());
+}
+
+/// Both peers edit one column concurrently; returns (winner value, peers).
+fn same_column_conflict(policy: &str, a_edit: &str, b_edit: &str) -> (String, Peer, Peer) {
+    let hub = Hub::new();
+    let extra = format!("conflict = \"{policy}\"");
+    let (mut a, mut b) =
+        (Peer::with(&hub, "a", common::SCHEMA, &extra), Peer::with(&hub, "b", common::SCHEMA, &extra));
+    a.exec("INSERT INTO items(id, name, qty, updated_at) VALUES (7, 'orig', 0, '2024-01-01');");
+    settle(&mut [&mut a, &mut b], 1);
+    a.exec(a_edit);
+    b.exec(b_edit);
+    settle(&mut [&mut a, &mut b], 2);
+    assert_eq!(a.content(), b.content(), "{policy}: peers differ");
+    let winner = a.one("SELECT name FROM items WHERE id = 7");
+    // Keep the hub alive with the peers.
+    std::mem::forget(hub);
+    (winner, a, b)
+}
+
+#[test]
+fn concurrent_update_converges_to_the_same_winner_under_lww_with_the_loser_kept() {
+    let (winner, mut a, mut b) = same_column_conflict(
+        "lww",
+        "UPDATE items SET name = 'from-a' WHERE id = 7;",
+        "UPDATE items SET name = 'from-b' WHERE id = 7;",
+    );
+    // b captured second, so its version is newer.
+    assert_eq!(winner, "Text(\"from-b\")");
+    for p in [&mut a, &mut b] {
+        let c = p.conflicts();
+        assert_eq!(c.len(), 1, "{}: {c:?}", p.name);
+        assert!(c[0].loser.as_deref().unwrap().contains("from-a"), "{:?}", c[0]);
+        assert_eq!(c[0].column.as_deref(), Some("name"));
+    }
+}
+
+#[test]
+fn concurrent_update_converges_under_peer_priority() {
+    let (winner, mut a, _b) = same_column_conflict(
+        "peer-priority:a,b",
+        "UPDATE items SET name = 'from-a' WHERE id = 7;",
+        "UPDATE items SET name = 'from-b' WHERE id = 7;",
+    );
+    assert_eq!(winner, "Text(\"from-a\")", "a is first in the priority list");
+    assert!(a.conflicts()[0].loser.as_deref().unwrap().contains("from-b"));
+}
+
+#[test]
+fn concurrent_update_converges_under_lww_column() {
+    // a edits later in wall time but with an older timestamp column value.
+    let (winner, mut a, mut b) = same_column_conflict(
+        "lww-column:updated_at",
+        "UPDATE items SET name = 'from-a', qty = 5, updated_at = '2024-03-01' WHERE id = 7;",
+        "UPDATE items SET name = 'from-b', updated_at = '2024-02-01' WHERE id = 7;",
+    );
+    assert_eq!(winner, "Text(\"from-a\")", "the newer updated_at wins the whole row");
+    assert_eq!(b.one("SELECT qty FROM items WHERE id = 7"), "Integer(5)");
+    let lost = b.conflicts();
+    assert!(lost.iter().any(|c| c.loser.as_deref().is_some_and(|l| l.contains("from-b"))), "{lost:?}");
+    assert!(!a.conflicts().is_empty());
+}
+
+#[test]
+fn delete_against_a_concurrent_update_converges_and_keeps_the_loser() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    a.exec("INSERT INTO items(id, name, qty) VALUES (1, 'x', 1), (2, 'y', 2);");
+    settle(&mut [&mut a, &mut b], 1);
+    // Row 1: the delete is newer. Row 2: the update is newer.
+    b.exec("UPDATE items SET qty = 11 WHERE id = 1;");
+    a.exec("DELETE FROM items WHERE id = 1; DELETE FROM items WHERE id = 2;");
+    b.exec("UPDATE items SET qty = 22 WHERE id = 2;");
+    a.sync();
+    b.sync();
+    settle(&mut [&mut a, &mut b], 3);
+    assert_eq!(a.content(), b.content());
+    let ids = a.rows("SELECT id, qty FROM items ORDER BY id");
+    assert!(!ids.iter().any(|r| r.starts_with("Integer(1)|")), "the newer delete of row 1 wins: {ids:?}");
+    assert_eq!(a.one("SELECT qty FROM items WHERE id = 2"), "Integer(22)", "the newer edit of row 2 wins");
+    assert!(!a.conflicts().is_empty() && !b.conflicts().is_empty());
+}
+
+#[test]
+fn a_table_without_a_primary_key_syncs_as_a_set_of_rows() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    a.exec("INSERT INTO tags VALUES (1, 'red'), (1, 'blue'), (2, 'red');");
+    settle(&mut [&mut a, &mut b], 1);
+    assert_eq!(b.rows("SELECT * FROM tags ORDER BY 1, 2").len(), 3);
+    b.exec("DELETE FROM tags WHERE tag = 'blue'; INSERT INTO tags VALUES (3, 'green');");
+    settle(&mut [&mut a, &mut b], 2);
+    assert_eq!(a.content(), b.content());
+    assert_eq!(a.rows("SELECT item_id, tag FROM tags ORDER BY 1, 2").len(), 3);
+}
+
+#[test]
+fn schema_drift_applies_shared_columns_and_parks_what_cannot_apply() {
+    let hub = Hub::new();
+    let mut a = Peer::with(
+        &hub,
+        "a",
+        &format!("{} ALTER TABLE items ADD COLUMN colour TEXT; CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);", common::SCHEMA),
+        "",
+    );
+    let mut b = Peer::new(&hub, "b");
+    a.exec("INSERT INTO items(id, name, qty, colour) VALUES (1, 'one', 1, 'blue'); INSERT INTO notes VALUES (1, 'hello');");
+    b.exec("INSERT INTO items(id, name, qty) VALUES (2, 'two', 2);");
+    settle(&mut [&mut a, &mut b], 2);
+    assert_eq!(a.content(), b.content(), "shared columns converge");
+    assert_eq!(a.one("SELECT colour FROM items WHERE id = 2"), "Null");
+    assert_eq!(a.one("SELECT colour FROM items WHERE id = 1"), "Text(\"blue\")", "the extra column keeps its value");
+    assert_eq!(b.engine().state().parked_count().unwrap(), 1, "the note for a missing table is parked");
+    // The table appears on b: the parked change is retried and applied.
+    b.exec("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);");
+    settle(&mut [&mut b], 2);
+    assert_eq!(b.one("SELECT body FROM notes WHERE id = 1"), "Text(\"hello\")");
+    assert_eq!(b.engine().state().parked_count().unwrap(), 0);
+}
+
+#[test]
+fn excluded_tables_and_columns_never_reach_any_hub_file() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    a.exec("INSERT INTO items(id, name, token) VALUES (1, 'x', 'tok-SECRET'); INSERT INTO secrets VALUES ('pw', 'hunter2-SECRET');");
+    settle(&mut [&mut a, &mut b], 2);
+    a.exec("UPDATE items SET token = 'tok2-SECRET' WHERE id = 1;");
+    settle(&mut [&mut a, &mut b], 1);
+    let files = hub.files();
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let raw = std::fs::read(&f).unwrap();
+        let plain = zstd::stream::decode_all(&raw[..]).unwrap_or_default();
+        for bytes in [&raw, &plain] {
+            assert!(!bytes.windows(6).any(|w| w == b"SECRET"), "{} holds excluded data", f.display());
+        }
+    }
+    assert_eq!(b.one("SELECT count(*) FROM secrets"), "Integer(0)");
+    assert_eq!(b.one("SELECT token FROM items WHERE id = 1"), "Null");
+}
+
+#[test]
+fn truncated_and_bit_flipped_batches_are_skipped_and_the_good_ones_still_apply() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    a.exec("INSERT INTO items(id, name) VALUES (1, 'first');");
+    a.sync();
+    a.exec("INSERT INTO items(id, name) VALUES (2, 'second');");
+    a.sync();
+    let batches = hub.batches();
+    assert_eq!(batches.len(), 2);
+    let good1 = std::fs::read(&batches[0]).unwrap();
+    let good2 = std::fs::read(&batches[1]).unwrap();
+    // Batch 1 truncated: nothing applies (batch 2 must not jump the queue).
+    std::fs::write(&batches[0], &good1[..good1.len() / 2]).unwrap();
+    let report = b.sync();
+    assert!(!report.skipped.is_empty());
+    assert_eq!(b.one("SELECT count(*) FROM items"), "Integer(0)");
+    // Repaired 1, bit-flipped 2: 1 applies, 2 waits.
+    std::fs::write(&batches[0], &good1).unwrap();
+    let mut flipped = good2.clone();
+    let at = flipped.len() - 10;
+    flipped[at] ^= 0x04;
+    std::fs::write(&batches[1], &flipped).unwrap();
+    b.sync();
+    assert_eq!(b.rows("SELECT id FROM items"), vec!["Integer(1)"]);
+    assert!(!b.engine().health.skipped.is_empty(), "the damaged file is reported");
+    std::fs::write(&batches[1], &good2).unwrap();
+    b.sync();
+    assert_eq!(b.rows("SELECT id FROM items ORDER BY id"), vec!["Integer(1)", "Integer(2)"]);
+    assert!(b.engine().health.skipped.is_empty(), "the repaired file is no longer reported");
+}
+
+#[test]
+fn files_invented_by_cloud_clients_are_ignored_and_reported() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    a.exec("INSERT INTO items(id, name) VALUES (1, 'x');");
+    a.sync();
+    let batch = hub.batches()[0].clone();
+    let dir = batch.parent().unwrap();
+    let other = std::fs::read(&batch).unwrap();
+    std::fs::write(dir.join("00000000000000000001 (1).chg"), &other).unwrap();
+    std::fs::write(dir.join("00000000000000000001.sync-conflict-20240101-120000-ABCDEFG.chg"), &other).unwrap();
+    let report = b.sync();
+    assert_eq!(b.one("SELECT count(*) FROM items"), "Integer(1)");
+    assert_eq!(report.skipped.len(), 2, "{:?}", report.skipped);
+}
+
+#[test]
+fn a_crash_between_capture_and_publish_loses_nothing() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    a.sync();
+    // The hub disappears (an unmounted share) while a captures.
+    let hidden = hub.dir.path().with_extension("away");
+    std::fs::rename(hub.dir.path(), &hidden).unwrap();
+    a.exec("INSERT INTO items(id, name) VALUES (1, 'kept');");
+    a.sync();
+    assert_eq!(a.engine().pending_local().1, 1, "the change waits in the outbox");
+    a.crash();
+    std::fs::rename(&hidden, hub.dir.path()).unwrap();
+    settle(&mut [&mut a, &mut b], 1);
+    assert_eq!(b.one("SELECT name FROM items WHERE id = 1"), "Text(\"kept\")");
+    assert_eq!(a.engine().pending_local().1, 0);
+}
+
+#[test]
+fn three_peers_converge() {
+    let hub = Hub::new();
+    let (mut a, mut b, mut c) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"), Peer::new(&hub, "c"));
+    a.exec("INSERT INTO items(id, name, qty) VALUES (1, 'a', 1);");
+    b.exec("INSERT INTO items(id, name, qty) VALUES (2, 'b', 2);");
+    c.exec("INSERT INTO items(id, name, qty) VALUES (3, 'c', 3);");
+    settle(&mut [&mut a, &mut b, &mut c], 2);
+    a.exec("UPDATE items SET qty = 100 WHERE id = 3;");
+    c.exec("DELETE FROM items WHERE id = 2;");
+    b.exec("UPDATE items SET name = 'bee' WHERE id = 1;");
+    settle(&mut [&mut c, &mut b, &mut a], 2);
+    assert_eq!(a.content(), b.content());
+    assert_eq!(b.content(), c.content());
+    assert_eq!(a.rows("SELECT id, name, qty FROM items ORDER BY id"), vec![
+        "Integer(1)|Text(\"bee\")|Integer(1)",
+        "Integer(3)|Text(\"c\")|Integer(100)"
+    ]);
+}
+
+#[test]
+fn a_cycle_with_no_change_publishes_nothing() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    a.exec("INSERT INTO items(id, name) VALUES (1, 'x');");
+    settle(&mut [&mut a, &mut b], 2);
+    let before = hub.batches().len();
+    settle(&mut [&mut a, &mut b], 2);
+    assert_eq!(hub.batches().len(), before, "applied changes are not echoed back");
+}
