@@ -43,6 +43,9 @@ pub struct ApplyStats {
     pub applied: u64,
     pub conflicts: u64,
     pub parked: u64,
+    /// A row was forgotten so that capture republishes it: capture again
+    /// even though the application wrote nothing.
+    pub needs_capture: bool,
 }
 
 impl std::ops::AddAssign for ApplyStats {
@@ -50,6 +53,7 @@ impl std::ops::AddAssign for ApplyStats {
         self.applied += o.applied;
         self.conflicts += o.conflicts;
         self.parked += o.parked;
+        self.needs_capture |= o.needs_capture;
     }
 }
 
@@ -342,7 +346,10 @@ fn record(s: &mut State, o: &Outcome, remote: &RemoteBatch<'_>, author_name: &st
             s.put_row(o.tbl, &o.key, row)?;
             stats.applied += 1;
         }
-        Record::Forget => s.forget_row(o.tbl, &o.key)?,
+        Record::Forget => {
+            s.forget_row(o.tbl, &o.key)?;
+            stats.needs_capture = true;
+        }
         Record::Park { table, reason, detail } => {
             let author_id = s.peer_id(remote.author).to_string();
             let parked = ParkedChange {

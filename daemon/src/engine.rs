@@ -192,6 +192,16 @@ impl Engine {
             Err(e) => return Err(e),
         }
         self.retry_parked(&tables, &mut report)?;
+        if report.applied.needs_capture {
+            // Rows that won against a remote delete go out whole right away.
+            self.data_version = None;
+            report.captured += self.capture(&tables)?;
+            match self.publish() {
+                Ok(n) => report.published += n,
+                Err(EngineError::Publish(PublishError::Hub(e))) if e.is_transient() => self.hub_down(&e),
+                Err(e) => return Err(e),
+            }
+        }
         if let Err(e) = self.heartbeat_if_due() {
             if e.is_transient() {
                 self.hub_down(&e);

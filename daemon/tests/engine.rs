@@ -112,18 +112,23 @@ fn delete_against_a_concurrent_update_converges_and_keeps_the_loser() {
     let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
     a.exec("INSERT INTO items(id, name, qty) VALUES (1, 'x', 1), (2, 'y', 2);");
     settle(&mut [&mut a, &mut b], 1);
-    // Row 1: the delete is newer. Row 2: the update is newer.
+    // Row 1: b's edit is captured first, a's delete later: the delete is newer.
     b.exec("UPDATE items SET qty = 11 WHERE id = 1;");
+    b.sync();
     a.exec("DELETE FROM items WHERE id = 1; DELETE FROM items WHERE id = 2;");
-    b.exec("UPDATE items SET qty = 22 WHERE id = 2;");
     a.sync();
+    // Row 2: b edits after a's delete was captured: the edit is newer, and b
+    // has not seen the delete, so the two are concurrent.
+    b.exec("UPDATE items SET qty = 22 WHERE id = 2;");
     b.sync();
     settle(&mut [&mut a, &mut b], 3);
     assert_eq!(a.content(), b.content());
-    let ids = a.rows("SELECT id, qty FROM items ORDER BY id");
-    assert!(!ids.iter().any(|r| r.starts_with("Integer(1)|")), "the newer delete of row 1 wins: {ids:?}");
-    assert_eq!(a.one("SELECT qty FROM items WHERE id = 2"), "Integer(22)", "the newer edit of row 2 wins");
-    assert!(!a.conflicts().is_empty() && !b.conflicts().is_empty());
+    assert_eq!(a.rows("SELECT id, qty FROM items ORDER BY id"), vec!["Integer(2)|Integer(22)"]);
+    let on_a = a.conflicts();
+    let on_b = b.conflicts();
+    assert!(on_a.iter().any(|c| c.loser.as_deref().is_some_and(|l| l.contains("11"))), "a keeps b's losing edit: {on_a:?}");
+    assert!(on_b.iter().any(|c| c.loser.as_deref().is_some_and(|l| l.contains("11"))), "b keeps its losing row: {on_b:?}");
+    assert!(on_b.iter().any(|c| c.loser.is_none() && c.reason.contains("deleted")), "the losing delete of row 2 is logged: {on_b:?}");
 }
 
 #[test]
