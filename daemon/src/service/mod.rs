@@ -33,6 +33,12 @@ pub struct Running {
     _watchers: Vec<watch::Watchers>,
 }
 
+impl Running {
+    fn empty(config: Config) -> Running {
+        Running { config, workers: BTreeMap::new(), tasks: Vec::new(), threads: Vec::new(), _watchers: Vec::new() }
+    }
+}
+
 /// State shared with the control handlers.
 pub struct Daemon {
     pub running: RwLock<Running>,
@@ -63,10 +69,11 @@ async fn run(config_path: PathBuf, config: Config) -> Result<(), RunError> {
     wait_for_signals(&daemon).await;
     info!("shutting down: one last sync of every database");
     let _ = shutdown_tx.send(true);
-    let running = std::mem::replace(
-        &mut *daemon.running.write().await,
-        Running { config: daemon.running.read().await.config.clone(), workers: BTreeMap::new(), tasks: Vec::new(), threads: Vec::new(), _watchers: Vec::new() },
-    );
+    let running = {
+        let mut guard = daemon.running.write().await;
+        let empty = Running::empty(guard.config.clone());
+        std::mem::replace(&mut *guard, empty)
+    };
     stop(running, true).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
@@ -81,7 +88,7 @@ async fn start(config: Config) -> Result<Running, RunError> {
             .map_err(|e| RunError::failed(e.to_string()))??
     };
     let (_identity, engines) = opened;
-    let mut running = Running { config: config.clone(), workers: BTreeMap::new(), tasks: Vec::new(), threads: Vec::new(), _watchers: Vec::new() };
+    let mut running = Running::empty(config.clone());
     for engine in engines {
         let db = engine.config.clone();
         let (worker, thread) = Worker::spawn(engine);
@@ -144,18 +151,21 @@ pub async fn reload(daemon: &Daemon) -> Result<(), RunError> {
         info!("configuration unchanged");
         return Ok(());
     }
-    let old = std::mem::replace(
-        &mut *running,
-        Running { config: config.clone(), workers: BTreeMap::new(), tasks: Vec::new(), threads: Vec::new(), _watchers: Vec::new() },
-    );
+    let old = std::mem::replace(&mut *running, Running::empty(config.clone()));
+    let previous = old.config.clone();
     stop(old, false).await;
-    match start(config.clone()).await {
+    match start(config).await {
         Ok(new) => {
             info!(databases = new.workers.len(), "configuration reloaded");
             *running = new;
             Ok(())
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            // The new configuration does not start (a database file that
+            // is missing, say): keep syncing with the previous one.
+            *running = start(previous).await?;
+            Err(e)
+        }
     }
 }
 

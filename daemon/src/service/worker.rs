@@ -14,6 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 /// A unit of work run on the database's thread.
 pub type Job = Box<dyn FnOnce(&mut Engine) + Send>;
 
+enum Message {
+    Job(Job),
+    /// Finish: sent by [`Worker::stop`], so the thread ends even while
+    /// timers or watchers still hold a handle.
+    Stop,
+}
+
 /// What the control socket shows about a database without waiting for its
 /// worker, refreshed after every job.
 #[derive(Debug, Default, Clone)]
@@ -35,7 +42,7 @@ pub struct Snapshot {
 #[derive(Clone)]
 pub struct Worker {
     pub name: String,
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::UnboundedSender<Message>,
     cycle_queued: Arc<AtomicBool>,
     pub snapshot: Arc<Mutex<Snapshot>>,
 }
@@ -43,7 +50,7 @@ pub struct Worker {
 impl Worker {
     /// Starts the thread that owns `engine`.
     pub fn spawn(mut engine: Engine) -> (Worker, std::thread::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         let shared = snapshot.clone();
         let name = engine.config.name.clone();
@@ -51,7 +58,7 @@ impl Worker {
         let handle = std::thread::Builder::new()
             .name(format!("db-{name}"))
             .spawn(move || {
-                while let Some(job) = rx.blocking_recv() {
+                while let Some(Message::Job(job)) = rx.blocking_recv() {
                     job(&mut engine);
                     refresh_snapshot(&mut engine, &shared);
                 }
@@ -65,9 +72,9 @@ impl Worker {
     pub async fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut Engine) -> T + Send + 'static) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.jobs
-            .send(Box::new(move |e| {
+            .send(Message::Job(Box::new(move |e| {
                 let _ = tx.send(f(e));
-            }))
+            })))
             .ok()?;
         rx.await.ok()
     }
@@ -79,17 +86,17 @@ impl Worker {
             return;
         }
         let queued = self.cycle_queued.clone();
-        let _ = self.jobs.send(Box::new(move |e| {
+        let _ = self.jobs.send(Message::Job(Box::new(move |e| {
             queued.store(false, Ordering::Release);
             if e.auto_sync() {
                 let _ = e.run_cycle();
             }
-        }));
+        })));
     }
 
     /// Stops the thread after the jobs already queued.
     pub fn stop(self) {
-        drop(self.jobs);
+        let _ = self.jobs.send(Message::Stop);
     }
 }
 
