@@ -1,7 +1,7 @@
 //! Connecting to the daemon and exchanging one request for one response.
 
 use interprocess::local_socket::{GenericFilePath, Stream, prelude::*};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use syncd_proto::{ClientMessage, PROTOCOL_VERSION, Request, Response, ServerMessage};
 
 /// Why a request got no answer.
@@ -21,9 +21,8 @@ pub fn resolve_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> Resul
     if let Some(path) = config {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read the configuration {}: {e}", path.display()))?;
-        let value: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
+        let value: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
         if let Some(s) = value.get("socket").and_then(|v| v.as_str()) {
             return Ok(PathBuf::from(s));
         }
@@ -52,7 +51,7 @@ fn default_socket_path() -> PathBuf {
     }
 }
 
-fn connect(socket: &PathBuf) -> Result<Stream, ClientError> {
+fn connect(socket: &Path) -> Result<Stream, ClientError> {
     let not_running = || {
         ClientError::NotRunning(format!(
             "syncd is not running (no daemon answers on {}): start it with `systemctl --user start syncd` \
@@ -61,7 +60,7 @@ fn connect(socket: &PathBuf) -> Result<Stream, ClientError> {
         ))
     };
     #[cfg(unix)]
-    let name = socket.clone().to_fs_name::<GenericFilePath>().map_err(|e| ClientError::Broken(e.to_string()))?;
+    let name = socket.to_path_buf().to_fs_name::<GenericFilePath>().map_err(|e| ClientError::Broken(e.to_string()))?;
     #[cfg(not(unix))]
     let name = {
         use interprocess::local_socket::GenericNamespaced;
@@ -79,9 +78,10 @@ fn connect(socket: &PathBuf) -> Result<Stream, ClientError> {
 }
 
 /// Sends one request and waits for its response.
-pub fn request(socket: &PathBuf, request: Request) -> Result<Response, ClientError> {
+pub fn request(socket: &Path, request: Request) -> Result<Response, ClientError> {
     let mut stream = connect(socket)?;
-    let message = ClientMessage { protocol: PROTOCOL_VERSION, client_version: env!("CARGO_PKG_VERSION").into(), request };
+    let message =
+        ClientMessage { protocol: PROTOCOL_VERSION, client_version: env!("CARGO_PKG_VERSION").into(), request };
     let broken = |e: syncd_proto::ProtoError| ClientError::Broken(format!("talking to syncd: {e}"));
     syncd_proto::write_frame(&mut stream, &syncd_proto::encode(&message)).map_err(broken)?;
     let frame = syncd_proto::read_frame(&mut stream).map_err(broken)?;

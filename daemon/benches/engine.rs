@@ -53,7 +53,14 @@ fn fill(db: &Path, rows: i64) {
     {
         let mut s = c.prepare("INSERT INTO items VALUES (?1, ?2, ?3, ?4, ?5)").unwrap();
         for i in 0..rows {
-            s.execute(rusqlite::params![i, format!("item {i}"), i % 1000, i as f64 * 0.25, "a note of moderate length"]).unwrap();
+            s.execute(rusqlite::params![
+                i,
+                format!("item {i}"),
+                i % 1000,
+                i as f64 * 0.25,
+                "a note of moderate length"
+            ])
+            .unwrap();
         }
     }
     c.execute_batch("COMMIT; PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
@@ -128,7 +135,7 @@ fn bench_capture(out: &mut Vec<Row>) {
     // A steady-state capture: the whole table compared, 1% of rows changed.
     Connection::open(a.join("app.db"))
         .unwrap()
-        .execute_batch(&format!("UPDATE items SET qty = qty + 1 WHERE id % 100 = 0"))
+        .execute_batch("UPDATE items SET qty = qty + 1 WHERE id % 100 = 0")
         .unwrap();
     let t = Instant::now();
     let r = e.run_cycle().unwrap();

@@ -204,11 +204,17 @@ impl Applier<'_> {
         let policy = (self.policy_for)(&table.name);
         let user = self.user;
         let mut local_value = |i: usize| read_column(user, table, &key_values_local(table, table_changes, change), i);
-        let decision = merge::decide(table, table_changes, &change.op, local.as_ref(), remote, &policy, peers, &mut local_value);
+        let decision =
+            merge::decide(table, table_changes, &change.op, local.as_ref(), remote, &policy, peers, &mut local_value);
         Ok(Planned { table: table_changes, change, tbl, key, local, decision })
     }
 
-    fn write_chunk(&mut self, planned: &[Planned<'_>], remote: &RemoteBatch<'_>, peers: &Peers) -> Result<Vec<Outcome>, ApplyError> {
+    fn write_chunk(
+        &mut self,
+        planned: &[Planned<'_>],
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+    ) -> Result<Vec<Outcome>, ApplyError> {
         let needs_write = planned.iter().any(|p| matches!(p.decision.action, Action::Write { .. } | Action::Delete));
         let mut outcomes = Vec::with_capacity(planned.len());
         if needs_write {
@@ -259,7 +265,9 @@ impl Applier<'_> {
         let mut local_image: Option<Vec<Value>> = None;
         match &p.decision.action {
             Action::Skip => {}
-            Action::RecordOnly => outcome.record = Record::Put(p.decision.new_state.clone().expect("record has a state")),
+            Action::RecordOnly => {
+                outcome.record = Record::Put(p.decision.new_state.clone().expect("record has a state"))
+            }
             Action::KeepAndRepublish => outcome.record = Record::Forget,
             Action::Park(r) => {
                 let detail = match r {
@@ -284,7 +292,8 @@ impl Applier<'_> {
                         local_image = Some(values);
                     }
                     _ => {
-                        outcome.record = park(ParkReason::LocalEditPending, ParkReason::LocalEditPending.describe().into());
+                        outcome.record =
+                            park(ParkReason::LocalEditPending, ParkReason::LocalEditPending.describe().into());
                         return Ok(outcome);
                     }
                 }
@@ -307,7 +316,10 @@ impl Applier<'_> {
                 Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == ErrorCode::ConstraintViolation => {
                     let exists = read_row(self.user, table, &key_values)?.is_some();
                     outcome.record = if exists {
-                        park(ParkReason::LocalEditPending, "a row with this key was added here since the last capture".into())
+                        park(
+                            ParkReason::LocalEditPending,
+                            "a row with this key was added here since the last capture".into(),
+                        )
                     } else {
                         park(ParkReason::Refused, msg.unwrap_or_else(|| e.to_string()))
                     };
@@ -325,7 +337,8 @@ impl Applier<'_> {
                     }
                     None => {}
                     Some(_) => {
-                        outcome.record = park(ParkReason::LocalEditPending, ParkReason::LocalEditPending.describe().into());
+                        outcome.record =
+                            park(ParkReason::LocalEditPending, ParkReason::LocalEditPending.describe().into());
                         return Ok(outcome);
                     }
                 }
@@ -339,7 +352,13 @@ impl Applier<'_> {
     }
 }
 
-fn record(s: &mut State, o: &Outcome, remote: &RemoteBatch<'_>, author_name: &str, stats: &mut ApplyStats) -> Result<(), ApplyError> {
+fn record(
+    s: &mut State,
+    o: &Outcome,
+    remote: &RemoteBatch<'_>,
+    author_name: &str,
+    stats: &mut ApplyStats,
+) -> Result<(), ApplyError> {
     match &o.record {
         Record::Nothing => {}
         Record::Put(row) => {
@@ -487,14 +506,9 @@ fn update_row(user: &Connection, table: &Table, key: &[Value], columns: &[(usize
 fn insert_row(user: &Connection, table: &Table, columns: &[(usize, Value)]) -> rusqlite::Result<()> {
     let names: Vec<String> = columns.iter().map(|(i, _)| quote_ident(&table.columns[*i].name)).collect();
     let marks: Vec<String> = (1..=columns.len()).map(|n| format!("?{n}")).collect();
-    let sql = format!(
-        "INSERT INTO main.{}({}) VALUES({})",
-        quote_ident(&table.name),
-        names.join(", "),
-        marks.join(", ")
-    );
-    user.prepare_cached(&sql)?
-        .execute(rusqlite::params_from_iter(columns.iter().map(|(_, v)| v)))?;
+    let sql =
+        format!("INSERT INTO main.{}({}) VALUES({})", quote_ident(&table.name), names.join(", "), marks.join(", "));
+    user.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(columns.iter().map(|(_, v)| v)))?;
     Ok(())
 }
 
@@ -532,9 +546,8 @@ fn conflict_from(
             image_json(idx.into_iter().map(|i| (table.columns[i].name.clone(), img[i].clone())))
         })
     };
-    let remote_pairs = || {
-        image_json(p.table.named_values(&p.change.op).into_iter().map(|(n, v)| (n.to_string(), v.clone())))
-    };
+    let remote_pairs =
+        || image_json(p.table.named_values(&p.change.op).into_iter().map(|(n, v)| (n.to_string(), v.clone())));
     let (loser, winner) = match &note.loser {
         Loser::Local { columns, .. } => (local_pairs(columns), Some(remote_pairs())),
         Loser::Remote(values) if values.is_empty() => (None, local_pairs(&[])),
@@ -542,7 +555,11 @@ fn conflict_from(
         Loser::LocalDelete => (None, Some(remote_pairs())),
     };
     let peer_of = |v: Version| {
-        if v.peer == remote.author { peers.peer_id(remote.author).to_string() } else { peers.peer_id(v.peer).to_string() }
+        if v.peer == remote.author {
+            peers.peer_id(remote.author).to_string()
+        } else {
+            peers.peer_id(v.peer).to_string()
+        }
     };
     Conflict {
         id: 0,
@@ -583,7 +600,9 @@ pub fn recover_inflight(ap: &mut Applier<'_>, author_name: &str) -> Result<(), A
         let now = read_row(ap.user, table, &key)?;
         let state = match (&p.decision.action, now) {
             (Action::Write { columns, .. }, Some(values))
-                if columns.iter().all(|(i, v)| value::hash_value(values[*i].as_ref()) == value::hash_value(v.as_ref())) =>
+                if columns
+                    .iter()
+                    .all(|(i, v)| value::hash_value(values[*i].as_ref()) == value::hash_value(v.as_ref())) =>
             {
                 let mut s = p.decision.new_state.clone().expect("write has a state");
                 complete_state(table, &values, &mut s);

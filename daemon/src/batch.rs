@@ -41,11 +41,7 @@ impl BatchBody {
 
     /// The highest clock the author had seen of `peer_id`, 0 if none.
     pub fn seen_clock(&self, peer_id: &str) -> u64 {
-        self.seen
-            .iter()
-            .find(|s| s.peer_id == peer_id)
-            .map(|s| s.clock)
-            .unwrap_or(0)
+        self.seen.iter().find(|s| s.peer_id == peer_id).map(|s| s.clock).unwrap_or(0)
     }
 }
 
@@ -84,16 +80,10 @@ impl TableChanges {
     /// `(column name, value)` pairs of one change, for applying by name.
     pub fn named_values<'a>(&'a self, op: &'a Op) -> Vec<(&'a str, &'a Value)> {
         match op {
-            Op::Row(values) => self
-                .columns
-                .iter()
-                .map(String::as_str)
-                .zip(values.iter())
-                .collect(),
-            Op::Columns(cols) => cols
-                .iter()
-                .filter_map(|(i, v)| self.columns.get(*i as usize).map(|n| (n.as_str(), v)))
-                .collect(),
+            Op::Row(values) => self.columns.iter().map(String::as_str).zip(values.iter()).collect(),
+            Op::Columns(cols) => {
+                cols.iter().filter_map(|(i, v)| self.columns.get(*i as usize).map(|n| (n.as_str(), v))).collect()
+            }
             Op::Delete => Vec::new(),
         }
     }

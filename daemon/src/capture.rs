@@ -45,6 +45,7 @@ impl CaptureStats {
 /// Captures every table. The caller runs this inside a state transaction and
 /// a read transaction on `user`; `reader` is a second connection to the state
 /// that sees it as it was before this capture.
+#[allow(clippy::too_many_arguments)] // each input is a distinct fact the decision needs
 pub fn capture_tables(
     user: &Connection,
     state: &mut State,
@@ -253,7 +254,13 @@ impl TableScan<'_, '_> {
         self.push(state, RowChange { key: key_values, op }, out)
     }
 
-    fn emit_delete(&mut self, state: &State, key: &[u8], hlc: &mut Hlc, out: &mut BatchWriter<'_>) -> Result<(), CaptureError> {
+    fn emit_delete(
+        &mut self,
+        state: &State,
+        key: &[u8],
+        hlc: &mut Hlc,
+        out: &mut BatchWriter<'_>,
+    ) -> Result<(), CaptureError> {
         let key_values = value::decode_key(key).map_err(|e| CaptureError::Damaged(e.to_string()))?;
         let clock = out.clock(hlc);
         let tombstone = RowState { hash: 0, deleted: Some(Version { clock, peer: self.self_peer }), cols: Vec::new() };

@@ -156,19 +156,13 @@ impl Policy {
             return Ok(Policy::LwwColumn(col.trim().to_string()));
         }
         if let Some(list) = s.strip_prefix("peer-priority:") {
-            let names: Vec<String> = list
-                .split(',')
-                .map(|n| n.trim().to_string())
-                .filter(|n| !n.is_empty())
-                .collect();
+            let names: Vec<String> = list.split(',').map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
             if names.is_empty() {
                 return Err("peer-priority needs peer names: peer-priority:desktop,laptop".into());
             }
             return Ok(Policy::PeerPriority(names));
         }
-        Err(format!(
-            "unknown conflict policy {s:?}: use lww, lww-column:<column> or peer-priority:<peer,peer,…>"
-        ))
+        Err(format!("unknown conflict policy {s:?}: use lww, lww-column:<column> or peer-priority:<peer,peer,…>"))
     }
 
     /// True when the policy decides whole rows, so updates carry full rows.
@@ -179,11 +173,7 @@ impl Policy {
 
 impl DatabaseConfig {
     pub fn policy_for(&self, table: &str) -> Policy {
-        let s = self
-            .tables
-            .get(table)
-            .and_then(|t| t.conflict.as_deref())
-            .unwrap_or(&self.conflict);
+        let s = self.tables.get(table).and_then(|t| t.conflict.as_deref()).unwrap_or(&self.conflict);
         // Validated at load time.
         Policy::parse(s).unwrap_or(Policy::Lww)
     }
@@ -231,10 +221,7 @@ impl Config {
         let mut names = std::collections::BTreeSet::new();
         for db in &self.databases {
             if db.name.is_empty()
-                || !db
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+                || !db.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
                 || db.name.starts_with('.')
             {
                 return bad(format!(
@@ -248,7 +235,9 @@ impl Config {
             Policy::parse(&db.conflict).map(|_| ()).or_else(|e| bad(format!("database {:?}: {e}", db.name)))?;
             for (table, t) in &db.tables {
                 if let Some(c) = &t.conflict {
-                    Policy::parse(c).map(|_| ()).or_else(|e| bad(format!("database {:?} table {table:?}: {e}", db.name)))?;
+                    Policy::parse(c)
+                        .map(|_| ())
+                        .or_else(|e| bad(format!("database {:?} table {table:?}: {e}", db.name)))?;
                 }
             }
             for c in &db.exclude_columns {
@@ -293,16 +282,11 @@ impl Config {
 }
 
 pub fn host_name() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown-host".into())
+    hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "unknown-host".into())
 }
 
 fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .or_else(|| std::env::var_os("USERPROFILE"))
-        .map(PathBuf::from)
+    std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE")).map(PathBuf::from)
 }
 
 #[cfg(test)]

@@ -1,34 +1,73 @@
 //! The self-checking container of every file in the hub: change batches
 //! (`.chg`) and snapshots (`.snap`). DESIGN §3.
 //!
-//! Layout (a contract with other versions of syncd):
+//! Its job: wrap a body so that a reader can tell a good file from a short,
+//! partly synced, damaged, misplaced or newer one, and never hand out a body
+//! it has not verified in full. It never returns part of a body, never
+//! accepts a file whose header disagrees with where the file was found, and
+//! never writes a destination file until the body has been verified.
+//!
+//! # Layout (format version 1; a contract with other versions of syncd)
 //!
 //! ```text
-//! zstd skippable frame: u32 LE 0x184D2A5B, u32 LE content length, content =
-//!     "SYNCDHUB" (8 bytes), u16 LE format version, header as UTF-8 JSON
-//! one ordinary zstd frame: the body
+//! offset  size  content
+//! 0       4     u32 LE 0x184D2A5B     zstd skippable-frame magic
+//! 4       4     u32 LE n              length of the frame content that follows
+//! 8       8     "SYNCDHUB"            ASCII magic
+//! 16      2     u16 LE version        1 (a reader refuses anything newer)
+//! 18      n-10  header, UTF-8 JSON    see below
+//! 8+n     ...   one ordinary zstd frame holding the body, nothing after it
 //! ```
 //!
-//! zstd skips skippable frames, so `zstd -d x.snap -o x.db` yields the plain
-//! body. The header names the database, the peer, the sequence number, and
-//! carries the body's length and SHA-256. A reader verifies all of it before
-//! it returns a single byte of the body; it never returns a partly verified
-//! body.
+//! The header is a JSON object with the fields of [`Header`] (`kind` is
+//! `"batch"` or `"snapshot"`, `body_len` the length of the *uncompressed*
+//! body, `body_sha256` its lowercase hex SHA-256, `meta` free-form or `null`).
+//! Its **last** member is `"header_sha256"`: the lowercase hex SHA-256 of
+//! every byte of the frame content before the `,` that introduces that
+//! member (the magic, the version, and the JSON text up to there). It makes
+//! a damaged header an error instead of a different header. The JSON may be
+//! followed by ASCII spaces, which pad the header of a streamed file to the
+//! size reserved for it. Readers ignore unknown JSON members.
+//!
+//! The body frame records its content size and a zstd content checksum.
+//! zstd skips skippable frames, so `zstd -d x.snap -o x.db` gives the plain
+//! body (a SQLite file for a snapshot) to a person who has only zstd.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
-const SKIPPABLE_MAGIC: u32 = 0x184D_2A5B;
+const SKIPPABLE_MAGIC: [u8; 4] = 0x184D_2A5B_u32.to_le_bytes();
+const ZSTD_FRAME_MAGIC: [u8; 4] = 0xFD2F_B528_u32.to_le_bytes();
 const MAGIC: &[u8; 8] = b"SYNCDHUB";
-/// The container format this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
-/// Bodies decoded in memory (change batches) are refused above this size.
-const MAX_MEMORY_BODY: u64 = 1 << 31;
-/// Headers are small; a larger one is damage, not data.
-const MAX_HEADER: u32 = 1 << 20;
+/// Bytes of the skippable-frame prefix: magic and content length.
+const FRAME_PREFIX: usize = 8;
+/// Bytes of the content before the JSON: magic and version.
+const CONTENT_PREFIX: usize = MAGIC.len() + 2;
+const CHECKSUM_HEAD: &[u8] = b",\"header_sha256\":\"";
+const CHECKSUM_TAIL: &[u8] = b"\"}";
+/// `,"header_sha256":"<64 hex>"}`
+const CHECKSUM_MEMBER: usize = CHECKSUM_HEAD.len() + 64 + CHECKSUM_TAIL.len();
 
+/// The container format this build writes, and the newest it reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// The compression level callers use unless configured otherwise.
+pub const DEFAULT_LEVEL: i32 = 3;
+/// Bodies decoded in memory (change batches) are refused above this size;
+/// snapshots go through [`decode_file`], which has no such limit.
+pub const MAX_IN_MEMORY_BODY: u64 = 4 << 30;
+/// Headers are small (cursors of a few peers); a larger one is damage.
+pub const MAX_HEADER: u32 = 16 << 20;
+/// zstd worker threads for [`encode_file`]: two keep a snapshot quick
+/// without taking every core from the application that owns the database.
+const WORKERS: u32 = 2;
+/// Unit of streaming work: large enough that one extra thread per chunk
+/// costs nothing, small enough to keep memory flat.
+const CHUNK: usize = 4 << 20;
+
+/// What a file in the hub holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileKind {
@@ -36,6 +75,17 @@ pub enum FileKind {
     Snapshot,
 }
 
+impl FileKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Batch => "batch",
+            FileKind::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// The header of a container file: who wrote it, for which database, and
+/// how to verify the body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Header {
     pub kind: FileKind,
@@ -51,11 +101,13 @@ pub struct Header {
     pub body_len: u64,
     /// Hex SHA-256 of the uncompressed body (filled by the encoder).
     pub body_sha256: String,
-    /// Extra data, such as the cursors a snapshot includes.
+    /// Free-form extra data, such as the cursors a snapshot includes;
+    /// `Null` if none.
     pub meta: serde_json::Value,
 }
 
-/// What a reader expects, from the file's place in the hub.
+/// What a reader expects to find, from the file's place and name in the
+/// hub. A header that says otherwise belongs elsewhere.
 #[derive(Debug, Clone, Copy)]
 pub struct Expect<'a> {
     pub kind: FileKind,
@@ -64,247 +116,560 @@ pub struct Expect<'a> {
     pub seq: Option<u64>,
 }
 
+/// Why a container file was refused. A caller skips the file and says so;
+/// only `Truncated` is worth retrying soon (a file still being synced).
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    #[error("file is truncated (partly synced?); it will be retried")]
+    #[error("the file is incomplete (still being synced or cut short); it will be retried later")]
     Truncated,
-    #[error("not a syncd file (no syncd header)")]
+    #[error("not a syncd hub file (no SYNCDHUB header); move it out of the hub")]
     NotASyncdFile,
-    #[error("written by a newer syncd (format {found}, this one reads {supported}): upgrade syncd")]
+    #[error("written by a newer syncd (container format {found}, this one reads up to {supported}); upgrade syncd")]
     FutureVersion { found: u16, supported: u16 },
-    #[error("damaged header: {0}")]
+    #[error("the header is damaged ({0}); the file cannot be used")]
     BadHeader(String),
-    #[error("belongs elsewhere: {field} is {found:?}, expected {expected:?}")]
+    #[error(
+        "the file belongs elsewhere: its {field} is {found:?} but its place in the hub says {expected:?}; it was copied or moved by hand"
+    )]
     Foreign { field: &'static str, expected: String, found: String },
-    #[error("checksum mismatch: the file is damaged")]
+    #[error("the content does not match its checksum; the file is damaged and cannot be used")]
     Checksum,
-    #[error("body is {found} bytes, the header says {expected}: the file is damaged")]
+    #[error("the body is {found} bytes but the header says {expected}; the file is damaged and cannot be used")]
     Length { expected: u64, found: u64 },
-    #[error("body of {0} bytes is too large to read in memory")]
-    TooLarge(u64),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
+    #[error(
+        "the header announces a body of {found} bytes, above the {limit}-byte limit for reading in memory; the file is damaged"
+    )]
+    TooLarge { found: u64, limit: u64 },
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
 }
 
-fn header_frame(header: &Header) -> Vec<u8> {
-    let json = serde_json::to_vec(header).expect("a header always serializes");
-    let content_len = (MAGIC.len() + 2 + json.len()) as u32;
-    let mut out = Vec::with_capacity(8 + content_len as usize);
-    out.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
-    out.extend_from_slice(&content_len.to_le_bytes());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&json);
-    out
+// ---------------------------------------------------------------- writing
+
+/// The skippable frame's content: magic, version, JSON ending in its own
+/// checksum member, then `pad_to - len` spaces.
+fn header_content(header: &Header, pad_to: usize) -> Vec<u8> {
+    let json =
+        serde_json::to_vec(header).expect("a Header serializes: every field is a string, a number or a JSON value");
+    // serde_json writes a struct as one object; the checksum member goes
+    // where its closing brace was.
+    let open = json.strip_suffix(b"}").expect("serde_json closes a struct's object with `}`");
+    let mut content = Vec::with_capacity(CONTENT_PREFIX + json.len() + CHECKSUM_MEMBER);
+    content.extend_from_slice(MAGIC);
+    content.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    content.extend_from_slice(open);
+    let digest = hex(&Sha256::digest(&content));
+    content.extend_from_slice(CHECKSUM_HEAD);
+    content.extend_from_slice(digest.as_bytes());
+    content.extend_from_slice(CHECKSUM_TAIL);
+    if content.len() < pad_to {
+        content.resize(pad_to, b' ');
+    }
+    assert!(
+        content.len() <= MAX_HEADER as usize,
+        "a header of {} bytes is over the {MAX_HEADER}-byte limit: its meta is far too large",
+        content.len()
+    );
+    content
 }
 
-/// Encodes a body in memory (change batches).
+fn header_frame(content: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(content.len()).expect("header_content keeps headers under MAX_HEADER");
+    let mut frame = Vec::with_capacity(FRAME_PREFIX + content.len());
+    frame.extend_from_slice(&SKIPPABLE_MAGIC);
+    frame.extend_from_slice(&len.to_le_bytes());
+    frame.extend_from_slice(content);
+    frame
+}
+
+/// Encodes `body` in memory (change batches). `body_len` and `body_sha256`
+/// of `header` are ignored and filled from `body`.
 pub fn encode(header: &Header, body: &[u8], level: i32) -> Vec<u8> {
-    let mut h = header.clone();
-    h.body_len = body.len() as u64;
-    h.body_sha256 = hex(&Sha256::digest(body));
-    let mut out = header_frame(&h);
-    let compressed = zstd::bulk::compress(body, level).expect("compressing to memory cannot fail");
+    let mut header = header.clone();
+    header.body_len = body.len() as u64;
+    header.body_sha256 = hex(&Sha256::digest(body));
+    let mut out = header_frame(&header_content(&header, 0));
+    let mut compressor = zstd::bulk::Compressor::new(level).expect("zstd accepts any level (it clamps it)");
+    compressor.include_checksum(true).expect("the checksum flag is a valid zstd parameter");
+    let compressed = compressor.compress(body).expect("compressing into a buffer sized by zstd's bound does not fail");
     out.extend_from_slice(&compressed);
     out
 }
 
-/// Parses the header frame; returns the header and where the body starts.
-fn parse_header(bytes: &[u8]) -> Result<(Header, usize), ContainerError> {
-    if bytes.len() < 8 {
-        return Err(if bytes.len() >= 4 && bytes[..4] != SKIPPABLE_MAGIC.to_le_bytes() {
-            ContainerError::NotASyncdFile
-        } else {
-            ContainerError::Truncated
-        });
+/// Compresses the file `src` into the container file `dst`, streaming, and
+/// returns the header as written.
+///
+/// The header, which carries the body's length and SHA-256, precedes the
+/// body. Rather than read the source twice (once to hash it, once to
+/// compress it), this reads it once: it reserves the header's largest
+/// possible size (every field is fixed but `body_len`, whose widest value
+/// is `u64::MAX`), writes zeros there, compresses while hashing, then
+/// seeks back and writes the real header, padded with spaces to the
+/// reserved size. The zeros make a half-written file unreadable as a
+/// container, and the file is written under `dst` + `.tmp` and renamed
+/// into place only once complete and flushed, so `dst` is either absent,
+/// left as it was, or whole.
+///
+/// `progress` is called after each chunk with the number of source bytes
+/// done so far.
+pub fn encode_file(
+    header: &Header,
+    src: &Path,
+    dst: &Path,
+    level: i32,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Header, ContainerError> {
+    let tmp = temp_path(dst);
+    let written = encode_file_to(header, src, &tmp, level, progress)
+        .and_then(|header| Ok(finish_temp(&tmp, dst).map(|()| header)?));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    if bytes[..4] != SKIPPABLE_MAGIC.to_le_bytes() {
-        return Err(ContainerError::NotASyncdFile);
-    }
-    let len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-    if len > MAX_HEADER || len < 10 {
-        return Err(ContainerError::BadHeader(format!("header length {len}")));
-    }
-    let end = 8 + len as usize;
-    if bytes.len() < end {
-        return Err(ContainerError::Truncated);
-    }
-    let content = &bytes[8..end];
-    if &content[..8] != MAGIC {
-        return Err(ContainerError::NotASyncdFile);
-    }
-    let version = u16::from_le_bytes([content[8], content[9]]);
-    if version > FORMAT_VERSION {
-        return Err(ContainerError::FutureVersion { found: version, supported: FORMAT_VERSION });
-    }
-    if version == 0 {
-        return Err(ContainerError::BadHeader("format version 0".into()));
-    }
-    let header: Header = serde_json::from_slice(&content[10..]).map_err(|e| ContainerError::BadHeader(e.to_string()))?;
-    Ok((header, end))
+    written
 }
 
-/// Reads just the header from the first bytes of a file.
+fn encode_file_to(
+    header: &Header,
+    src: &Path,
+    tmp: &Path,
+    level: i32,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Header, ContainerError> {
+    let mut source = File::open(src)?;
+    let source_len = source.metadata()?.len();
+    let mut header = header.clone();
+    header.body_len = u64::MAX;
+    header.body_sha256 = "0".repeat(64);
+    let reserved = header_content(&header, 0).len();
+
+    let out = File::create(tmp)?;
+    let mut out = BufWriter::with_capacity(1 << 20, out);
+    out.write_all(&vec![0u8; FRAME_PREFIX + reserved])?;
+    let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
+    encoder.include_checksum(true)?;
+    // Single-threaded compression is still correct, only slower, so a zstd
+    // built without thread support is no reason to fail.
+    let _ = encoder.multithread(WORKERS);
+    encoder.include_contentsize(true)?;
+    // If the source changes size while it is read, zstd fails the frame
+    // instead of recording a length that the file no longer has.
+    encoder.set_pledged_src_size(Some(source_len))?;
+
+    let mut done = 0u64;
+    let (len, sha256) = stream_hashing(&mut |buf| Ok(read_full(&mut source, buf)?), &mut |data| {
+        encoder.write_all(data)?;
+        done += data.len() as u64;
+        progress(done);
+        Ok(())
+    })?;
+    let out = encoder.finish()?;
+    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+
+    header.body_len = len;
+    header.body_sha256 = sha256;
+    let content = header_content(&header, reserved);
+    assert_eq!(content.len(), reserved, "a header never outgrows its widest form");
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&header_frame(&content))?;
+    file.sync_all()?;
+    Ok(header)
+}
+
+// ---------------------------------------------------------------- reading
+
+/// Reads the header from the first bytes of a file (a few KiB are plenty),
+/// for listing files without downloading them. Verifies the header's own
+/// checksum but nothing of the body, and nothing about where the file is.
 pub fn read_header(prefix: &[u8]) -> Result<Header, ContainerError> {
-    parse_header(prefix).map(|(h, _)| h)
+    parse_header(prefix).map(|(header, _)| header)
 }
 
-fn check_expected(h: &Header, e: &Expect<'_>) -> Result<(), ContainerError> {
-    let foreign = |field, expected: String, found: String| Err(ContainerError::Foreign { field, expected, found });
-    if h.kind != e.kind {
-        return foreign("kind", format!("{:?}", e.kind), format!("{:?}", h.kind));
+/// How many bytes at the start of a file hold the header, from its first
+/// 8 bytes: what to fetch for [`read_header`] when reading a range.
+pub fn header_frame_len(prefix: &[u8]) -> Result<usize, ContainerError> {
+    check_magic(prefix)?;
+    let Some(len) = prefix.get(4..8) else {
+        return Err(ContainerError::Truncated);
+    };
+    let len = u32::from_le_bytes(len.try_into().expect("a 4-byte slice"));
+    if len > MAX_HEADER {
+        return Err(ContainerError::BadHeader(format!("it claims {len} bytes, more than the {MAX_HEADER}-byte limit")));
     }
-    if h.database != e.database {
-        return foreign("database", e.database.into(), h.database.clone());
+    Ok(FRAME_PREFIX + len as usize)
+}
+
+fn check_magic(prefix: &[u8]) -> Result<(), ContainerError> {
+    let n = prefix.len().min(4);
+    if prefix[..n] != SKIPPABLE_MAGIC[..n] {
+        return Err(ContainerError::NotASyncdFile);
     }
-    if let Some(p) = e.peer_id {
-        if h.peer_id != p {
-            return foreign("peer id", p.into(), h.peer_id.clone());
-        }
+    // Our own magic follows the length; a foreign skippable frame is
+    // refused as soon as its first bytes are in.
+    let ours = prefix.get(FRAME_PREFIX..).unwrap_or_default();
+    let n = ours.len().min(MAGIC.len());
+    if ours[..n] != MAGIC[..n] {
+        return Err(ContainerError::NotASyncdFile);
     }
-    if let Some(s) = e.seq {
-        if h.seq != s {
-            return foreign("sequence", s.to_string(), h.seq.to_string());
-        }
+    if prefix.len() < 4 {
+        return Err(ContainerError::Truncated);
     }
     Ok(())
 }
 
-/// Decodes and verifies a whole file in memory.
+/// Parses and verifies the header frame; returns the header and the offset
+/// of the body frame.
+fn parse_header(bytes: &[u8]) -> Result<(Header, usize), ContainerError> {
+    let end = header_frame_len(bytes)?;
+    let content = bytes.get(FRAME_PREFIX..).unwrap_or_default();
+    // The version decides the layout of everything after it, so a newer
+    // file is reported as such even when the rest would not parse.
+    if let Some(version) = content.get(MAGIC.len()..CONTENT_PREFIX) {
+        let version = u16::from_le_bytes(version.try_into().expect("a 2-byte slice"));
+        if version > FORMAT_VERSION {
+            return Err(ContainerError::FutureVersion { found: version, supported: FORMAT_VERSION });
+        }
+        if version == 0 {
+            return Err(ContainerError::BadHeader("format version 0".into()));
+        }
+    }
+    let Some(content) = bytes.get(FRAME_PREFIX..end) else {
+        return Err(ContainerError::Truncated);
+    };
+    if content.len() < CONTENT_PREFIX {
+        return Err(ContainerError::BadHeader(format!("its frame holds only {} bytes", content.len())));
+    }
+    let header = verify_header_content(content)?;
+    Ok((header, end))
+}
+
+fn verify_header_content(content: &[u8]) -> Result<Header, ContainerError> {
+    let unpadded = content.len() - content.iter().rev().take_while(|&&b| b == b' ').count();
+    let signed_len = unpadded
+        .checked_sub(CHECKSUM_MEMBER)
+        .filter(|&n| n > CONTENT_PREFIX)
+        .ok_or_else(|| ContainerError::BadHeader("it has no header checksum".into()))?;
+    let member = &content[signed_len..unpadded];
+    let digest = &member[CHECKSUM_HEAD.len()..CHECKSUM_HEAD.len() + 64];
+    if !member.starts_with(CHECKSUM_HEAD) || !member.ends_with(CHECKSUM_TAIL) || !is_lower_hex(digest, 64) {
+        return Err(ContainerError::BadHeader("it does not end with its checksum".into()));
+    }
+    if hex(&Sha256::digest(&content[..signed_len])).as_bytes() != digest {
+        return Err(ContainerError::Checksum);
+    }
+    let header: Header = serde_json::from_slice(&content[CONTENT_PREFIX..])
+        .map_err(|e| ContainerError::BadHeader(format!("invalid JSON: {e}")))?;
+    // The checksum proves these bytes are what a writer wrote; these
+    // checks catch a writer that broke the contract.
+    if !is_lower_hex(header.peer_id.as_bytes(), 32) {
+        return Err(ContainerError::BadHeader(format!("peer id {:?} is not 32 lowercase hex digits", header.peer_id)));
+    }
+    if !is_lower_hex(header.body_sha256.as_bytes(), 64) {
+        return Err(ContainerError::BadHeader("body checksum is not 64 lowercase hex digits".into()));
+    }
+    Ok(header)
+}
+
+fn check_expected(header: &Header, expect: &Expect<'_>) -> Result<(), ContainerError> {
+    let foreign = |field, expected: &str, found: &str| {
+        Err(ContainerError::Foreign { field, expected: expected.to_string(), found: found.to_string() })
+    };
+    if header.kind != expect.kind {
+        return foreign("kind", expect.kind.as_str(), header.kind.as_str());
+    }
+    if header.database != expect.database {
+        return foreign("database", expect.database, &header.database);
+    }
+    if let Some(peer_id) = expect.peer_id
+        && header.peer_id != peer_id
+    {
+        return foreign("peer id", peer_id, &header.peer_id);
+    }
+    if let Some(seq) = expect.seq
+        && header.seq != seq
+    {
+        return foreign("sequence number", &seq.to_string(), &header.seq.to_string());
+    }
+    Ok(())
+}
+
+/// Decodes a whole file in memory (change batches) and verifies everything:
+/// the header, that it matches `expect`, and the body's length and SHA-256.
+/// Returns the body only once all of it is verified.
 pub fn decode(bytes: &[u8], expect: &Expect<'_>) -> Result<(Header, Vec<u8>), ContainerError> {
     let (header, start) = parse_header(bytes)?;
     check_expected(&header, expect)?;
-    if header.body_len > MAX_MEMORY_BODY {
-        return Err(ContainerError::TooLarge(header.body_len));
+    let too_large = ContainerError::TooLarge { found: header.body_len, limit: MAX_IN_MEMORY_BODY };
+    if header.body_len > MAX_IN_MEMORY_BODY {
+        return Err(too_large);
     }
-    let mut body = Vec::with_capacity(header.body_len.min(64 << 20) as usize);
-    let decoder = zstd::stream::read::Decoder::new(&bytes[start..]).map_err(ContainerError::Io)?;
-    // One byte past the declared length tells an overlong body apart.
-    let read = decoder.take(header.body_len + 1).read_to_end(&mut body);
-    match read {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ContainerError::Truncated),
-        Err(_) => return Err(ContainerError::Checksum),
+    let target = usize::try_from(header.body_len).map_err(|_| too_large)?;
+    let body = &bytes[start..];
+    let mut decoder = body_decoder(body, body)?;
+
+    // A forged or damaged length must not make us allocate more than it
+    // says, nor a small file expand into an arbitrary amount of memory:
+    // the buffer grows geometrically, never past `body_len`, and reading
+    // stops there.
+    let mut body = Vec::new();
+    let mut filled = 0;
+    while filled < target {
+        if filled == body.len() {
+            let grown = target.min((body.len() * 2).max(64 << 10));
+            body.reserve_exact(grown - body.len());
+            body.resize(grown, 0);
+        }
+        let n = read_body(&mut decoder, &mut body[filled..], |_| None)?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
     }
-    if body.len() as u64 != header.body_len {
-        return Err(ContainerError::Length { expected: header.body_len, found: body.len() as u64 });
-    }
+    body.truncate(filled);
+    // The frame must end exactly here: this read also makes zstd check
+    // its own content checksum at the end of the frame.
+    let mut probe = [0u8; 1];
+    let extra = read_body(&mut decoder, &mut probe, |_| None)?;
+    check_len(header.body_len, filled as u64 + extra as u64)?;
+    check_nothing_after(decoder.finish())?;
     if hex(&Sha256::digest(&body)) != header.body_sha256 {
         return Err(ContainerError::Checksum);
     }
     Ok((header, body))
 }
 
-/// Compresses a file into a container file. Two passes over the source: the
-/// first hashes it (the header, which comes first, carries the hash), the
-/// second compresses it with zstd's worker threads.
-pub fn encode_file(header: &Header, src: &Path, dst: &Path, level: i32, progress: &mut dyn FnMut(u64)) -> Result<Header, ContainerError> {
-    let mut h = header.clone();
-    let mut hasher = Sha256::new();
-    let mut len = 0u64;
-    {
-        let mut f = BufReader::with_capacity(1 << 20, std::fs::File::open(src)?);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
+/// Decompresses and verifies the container file `src` into the plain file
+/// `dst`, streaming. The body is written to `dst` + `.tmp` and renamed into
+/// place only once its length and SHA-256 are verified and it is flushed;
+/// on any error the temporary file is removed and `dst` is left as it was.
+pub fn decode_file(src: &Path, dst: &Path, expect: &Expect<'_>) -> Result<Header, ContainerError> {
+    let mut source = File::open(src)?;
+    let mut head = vec![0u8; FRAME_PREFIX];
+    read_exact_or_truncated(&mut source, &mut head)?;
+    let len = header_frame_len(&head)?;
+    head.resize(len, 0);
+    read_exact_or_truncated(&mut source, &mut head[FRAME_PREFIX..])?;
+    let (header, _) = parse_header(&head)?;
+    check_expected(&header, expect)?;
+
+    let tmp = temp_path(dst);
+    let decoded = decode_body_to(&header, source, &tmp).and_then(|()| Ok(finish_temp(&tmp, dst)?));
+    if decoded.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    decoded.map(|()| header)
+}
+
+fn decode_body_to(header: &Header, mut source: File, tmp: &Path) -> Result<(), ContainerError> {
+    let mut magic = [0u8; ZSTD_FRAME_MAGIC.len()];
+    read_exact_or_truncated(&mut source, &mut magic)?;
+    source.seek(SeekFrom::Current(-(magic.len() as i64)))?;
+    let source = BufReader::with_capacity(1 << 20, IoErrorKeeper { inner: source, error: None });
+    let mut decoder = body_decoder(&magic, source)?;
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
+    let mut produced = 0u64;
+    let take_io_error = |d: &mut BodyDecoder<BufReader<IoErrorKeeper<File>>>| d.get_mut().get_mut().error.take();
+    let (len, sha256) = stream_hashing(
+        &mut |buf| {
+            let n = read_full_body(&mut decoder, buf, take_io_error)?;
+            produced += n as u64;
+            // Stop a damaged or hostile file from filling the disk: the
+            // body may be at most one chunk past its declared length
+            // before this refuses it.
+            if produced > header.body_len {
+                return Err(ContainerError::Length { expected: header.body_len, found: produced });
             }
-            hasher.update(&buf[..n]);
-            len += n as u64;
+            Ok(n)
+        },
+        &mut |data| Ok(out.write_all(data)?),
+    )?;
+    check_len(header.body_len, len)?;
+    check_nothing_after(decoder.finish())?;
+    if sha256 != header.body_sha256 {
+        return Err(ContainerError::Checksum);
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
+}
+
+type BodyDecoder<R> = zstd::stream::read::Decoder<'static, R>;
+
+/// A decoder for exactly one ordinary zstd frame at the start of `source`,
+/// whose first bytes are `first` (peeked by the caller).
+fn body_decoder<R: BufRead>(first: &[u8], source: R) -> Result<BodyDecoder<R>, ContainerError> {
+    let Some(magic) = first.get(..ZSTD_FRAME_MAGIC.len()) else {
+        return Err(ContainerError::Truncated);
+    };
+    // A skippable or any other kind of frame in place of the body is damage.
+    if magic != ZSTD_FRAME_MAGIC {
+        return Err(ContainerError::Checksum);
+    }
+    Ok(zstd::stream::read::Decoder::with_buffer(source)?.single_frame())
+}
+
+/// Reads decompressed bytes, telling a file that ends early (`Truncated`)
+/// from one whose compressed data is damaged (`Checksum`) and from an I/O
+/// error of the underlying file (`Io`, recovered by `take_io_error`, since
+/// zstd reports all three through one `io::Error`).
+fn read_body<R: BufRead>(
+    decoder: &mut BodyDecoder<R>,
+    buf: &mut [u8],
+    mut take_io_error: impl FnMut(&mut BodyDecoder<R>) -> Option<io::Error>,
+) -> Result<usize, ContainerError> {
+    loop {
+        match decoder.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if let Some(io) = take_io_error(decoder) {
+                    return Err(ContainerError::Io(io));
+                }
+                return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+                    ContainerError::Truncated
+                } else {
+                    ContainerError::Checksum
+                });
+            }
         }
     }
-    h.body_len = len;
-    h.body_sha256 = hex(&hasher.finalize());
-    let out = std::fs::File::create(dst)?;
-    let mut w = BufWriter::with_capacity(1 << 20, out);
-    w.write_all(&header_frame(&h))?;
-    let mut enc = zstd::stream::write::Encoder::new(w, level)?;
-    let _ = enc.multithread(2);
-    enc.include_contentsize(true)?;
-    enc.set_pledged_src_size(Some(len))?;
-    let mut f = BufReader::with_capacity(1 << 20, std::fs::File::open(src)?);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
+}
+
+fn read_full_body<R: BufRead>(
+    decoder: &mut BodyDecoder<R>,
+    buf: &mut [u8],
+    mut take_io_error: impl FnMut(&mut BodyDecoder<R>) -> Option<io::Error>,
+) -> Result<usize, ContainerError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = read_body(decoder, &mut buf[filled..], &mut take_io_error)?;
         if n == 0 {
             break;
         }
-        enc.write_all(&buf[..n])?;
-        done += n as u64;
-        progress(done);
+        filled += n;
     }
-    let w = enc.finish()?;
-    let file = w.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    Ok(h)
+    Ok(filled)
 }
 
-/// Decompresses and verifies a container file into `dst`, atomically: on
-/// any error `dst` is left as it was.
-pub fn decode_file(src: &Path, dst: &Path, expect: &Expect<'_>) -> Result<Header, ContainerError> {
-    let mut f = std::fs::File::open(src)?;
-    let mut prefix = vec![0u8; 8];
-    f.read_exact(&mut prefix).map_err(|_| ContainerError::Truncated)?;
-    let len = u32::from_le_bytes(prefix[4..8].try_into().expect("4 bytes"));
-    if prefix[..4] != SKIPPABLE_MAGIC.to_le_bytes() {
-        return Err(ContainerError::NotASyncdFile);
-    }
-    if len > MAX_HEADER {
-        return Err(ContainerError::BadHeader(format!("header length {len}")));
-    }
-    prefix.resize(8 + len as usize, 0);
-    f.read_exact(&mut prefix[8..]).map_err(|_| ContainerError::Truncated)?;
-    let (header, start) = parse_header(&prefix)?;
-    check_expected(&header, expect)?;
-    f.seek(SeekFrom::Start(start as u64))?;
-    let tmp = dst.with_extension("tmp");
-    let result = (|| -> Result<(), ContainerError> {
-        let mut dec = zstd::stream::read::Decoder::new(BufReader::with_capacity(1 << 20, f))?;
-        let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = match dec.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ContainerError::Truncated),
-                Err(_) => return Err(ContainerError::Checksum),
-            };
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            if total > header.body_len {
-                return Err(ContainerError::Length { expected: header.body_len, found: total });
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-        }
-        if total != header.body_len {
-            return Err(ContainerError::Length { expected: header.body_len, found: total });
-        }
-        if hex(&hasher.finalize()) != header.body_sha256 {
-            return Err(ContainerError::Checksum);
-        }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+fn check_len(expected: u64, found: u64) -> Result<(), ContainerError> {
+    if found == expected {
         Ok(())
-    })();
-    match result {
-        Ok(()) => {
-            std::fs::rename(&tmp, dst)?;
-            Ok(header)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
+    } else {
+        // When the body runs long, `found` is where reading stopped, a
+        // lower bound of its real length.
+        Err(ContainerError::Length { expected, found })
+    }
+}
+
+/// The body frame is the last thing in a file; bytes after it are damage
+/// (or a concatenation that is not ours).
+fn check_nothing_after(mut rest: impl BufRead) -> Result<(), ContainerError> {
+    if rest.fill_buf()?.is_empty() { Ok(()) } else { Err(ContainerError::Checksum) }
+}
+
+/// Remembers the I/O error of the file under the decoder, so that a disk
+/// error is reported as one and not as a damaged file.
+struct IoErrorKeeper<R> {
+    inner: R,
+    error: Option<io::Error>,
+}
+
+impl<R: Read> Read for IoErrorKeeper<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.error = Some(io::Error::new(e.kind(), e.to_string()));
+            }
+        })
+    }
+}
+
+// ------------------------------------------------------------- streaming
+
+/// Moves data from `fill` to `sink` chunk by chunk and returns its length
+/// and hex SHA-256. Each chunk is hashed on a second thread while `sink`
+/// consumes it and `fill` reads the next one, so that hashing (slower than
+/// zstd's workers on a CPU without SHA instructions) overlaps the I/O and
+/// compression instead of adding to them. `fill` fills its buffer unless
+/// the data ends, and returns 0 at the end.
+fn stream_hashing(
+    fill: &mut dyn FnMut(&mut [u8]) -> Result<usize, ContainerError>,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), ContainerError>,
+) -> Result<(u64, String), ContainerError> {
+    let mut current = vec![0u8; CHUNK];
+    let mut next = vec![0u8; CHUNK];
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut n = fill(&mut current)?;
+    while n > 0 {
+        let data = &current[..n];
+        let (hashed, step) = std::thread::scope(|s| {
+            let hashing = s.spawn(move || {
+                hasher.update(data);
+                hasher
+            });
+            let step = sink(data).and_then(|()| fill(&mut next));
+            (hashing.join(), step)
+        });
+        hasher = hashed.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        total += n as u64;
+        n = step?;
+        std::mem::swap(&mut current, &mut next);
+    }
+    Ok((total, hex(&hasher.finalize())))
+}
+
+fn read_full(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match source.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
+    Ok(filled)
+}
+
+fn read_exact_or_truncated(source: &mut impl Read, buf: &mut [u8]) -> Result<(), ContainerError> {
+    source.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => ContainerError::Truncated,
+        _ => ContainerError::Io(e),
+    })
+}
+
+fn temp_path(dst: &Path) -> PathBuf {
+    let mut name = dst.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+/// Renames a complete, flushed temporary file into place, and makes the
+/// rename itself durable where the platform allows it.
+fn finish_temp(tmp: &Path, dst: &Path) -> io::Result<()> {
+    std::fs::rename(tmp, dst)?;
+    #[cfg(unix)]
+    {
+        let dir = match dst.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn is_lower_hex(s: &[u8], len: usize) -> bool {
+    s.len() == len && s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -325,72 +690,31 @@ mod tests {
         }
     }
 
-    fn expect() -> Expect<'static> {
-        Expect { kind: FileKind::Batch, database: "main", peer_id: Some("0123456789abcdef0123456789abcdef"), seq: Some(7) }
-    }
-
     #[test]
-    fn round_trip_and_plain_zstd_gives_the_body() {
-        let body = b"hello hello hello".repeat(100);
-        let file = encode(&header(), &body, 3);
-        let (h, b) = decode(&file, &expect()).unwrap();
-        assert_eq!(b, body);
-        assert_eq!(h.body_len, body.len() as u64);
-        assert_eq!(zstd::stream::decode_all(&file[..]).unwrap(), body);
-    }
-
-    #[test]
-    fn every_truncation_and_every_bit_flip_is_an_error() {
-        let body: Vec<u8> = (0..600u32).map(|i| (i * 7 % 251) as u8).collect();
-        let file = encode(&header(), &body, 3);
-        for n in 0..file.len() {
-            assert!(decode(&file[..n], &expect()).is_err(), "truncated at {n}");
-        }
-        for i in 0..file.len() {
-            for bit in 0..8 {
-                let mut f = file.clone();
-                f[i] ^= 1 << bit;
-                if let Ok((_, b)) = decode(&f, &expect()) {
-                    assert_eq!(b, body, "a flip at {i}/{bit} gave other data");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn foreign_and_future_files_are_refused() {
+    fn the_header_json_ends_with_its_own_checksum() {
         let file = encode(&header(), b"x", 3);
-        let wrong_db = Expect { database: "other", ..expect() };
-        assert!(matches!(decode(&file, &wrong_db), Err(ContainerError::Foreign { .. })));
-        let wrong_seq = Expect { seq: Some(8), ..expect() };
-        assert!(matches!(decode(&file, &wrong_seq), Err(ContainerError::Foreign { .. })));
-        let mut future = file.clone();
-        future[16] = 9;
-        let err = decode(&future, &expect()).unwrap_err();
-        assert!(matches!(err, ContainerError::FutureVersion { found: 9, .. }));
-        assert!(err.to_string().contains("upgrade syncd"));
+        let len = header_frame_len(&file).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&file[18..len]).unwrap();
+        assert_eq!(json["database"], "main");
+        assert_eq!(json["kind"], "batch");
+        let sha = json["header_sha256"].as_str().unwrap();
+        let at = file[..len].windows(5).rposition(|w| w == b",\"hea").unwrap();
+        assert_eq!(hex(&Sha256::digest(&file[8..at])), sha);
     }
 
     #[test]
-    fn files_round_trip_through_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 13) as u8).collect();
-        std::fs::write(&src, &body).unwrap();
-        let mut calls = 0;
-        let mut h = header();
-        h.kind = FileKind::Snapshot;
-        encode_file(&h, &src, &dir.path().join("x.snap"), 3, &mut |_| calls += 1).unwrap();
-        assert!(calls > 0);
-        let e = Expect { kind: FileKind::Snapshot, seq: None, ..expect() };
-        decode_file(&dir.path().join("x.snap"), &dir.path().join("out"), &e).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), body);
-        // A damaged file leaves the destination untouched.
-        let mut bad = std::fs::read(dir.path().join("x.snap")).unwrap();
-        let n = bad.len();
-        bad.truncate(n - 100);
-        std::fs::write(dir.path().join("bad.snap"), &bad).unwrap();
-        assert!(decode_file(&dir.path().join("bad.snap"), &dir.path().join("out2"), &e).is_err());
-        assert!(!dir.path().join("out2").exists());
+    fn a_short_prefix_is_truncated_and_a_foreign_one_is_not_ours() {
+        assert!(matches!(read_header(b""), Err(ContainerError::Truncated)));
+        assert!(matches!(read_header(&SKIPPABLE_MAGIC[..2]), Err(ContainerError::Truncated)));
+        assert!(matches!(read_header(b"SQLite format 3\0"), Err(ContainerError::NotASyncdFile)));
+        let mut other = SKIPPABLE_MAGIC.to_vec();
+        other.extend_from_slice(&[10, 0, 0, 0]);
+        other.extend_from_slice(b"OTHERTOOL!");
+        assert!(matches!(read_header(&other), Err(ContainerError::NotASyncdFile)));
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_complete() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
     }
 }

@@ -91,15 +91,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn open(config: &Config, db: &DatabaseConfig, identity: &Identity, hub: Arc<dyn Hub>) -> Result<Engine, EngineError> {
+    pub fn open(
+        config: &Config,
+        db: &DatabaseConfig,
+        identity: &Identity,
+        hub: Arc<dyn Hub>,
+    ) -> Result<Engine, EngineError> {
         let open_err = |reason: String| EngineError::Open { name: db.name.clone(), path: db.path.clone(), reason };
         if !db.path.exists() {
             return Err(open_err(
                 "the database file does not exist: check `path` in the configuration (syncd syncs an existing SQLite file)".into(),
             ));
         }
-        let user = Connection::open_with_flags(&db.path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| open_err(e.to_string()))?;
+        let user =
+            Connection::open_with_flags(&db.path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| open_err(e.to_string()))?;
         user.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| open_err(e.to_string()))?;
         user.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
             .map_err(|e| open_err(format!("not a readable SQLite database ({e})")))?;
@@ -112,7 +118,11 @@ impl Engine {
         let mut peer_names = HashMap::new();
         peer_names.insert(identity.peer_id.clone(), identity.name.clone());
         Ok(Engine {
-            author: Author { database: db.name.clone(), peer_id: identity.peer_id.clone(), peer_name: identity.name.clone() },
+            author: Author {
+                database: db.name.clone(),
+                peer_id: identity.peer_id.clone(),
+                peer_name: identity.name.clone(),
+            },
             exclusions: Exclusions::new(&db.exclude_tables, &db.exclude_columns),
             config: db.clone(),
             identity: identity.clone(),
@@ -232,9 +242,20 @@ impl Engine {
         Ok(tables.into_iter().map(|t| (t.name.clone(), t)).collect())
     }
 
-    fn applier<'a>(&'a mut self, tables: &'a BTreeMap<String, Table>, policy_for: &'a dyn Fn(&str) -> Policy) -> Applier<'a> {
+    fn applier<'a>(
+        &'a mut self,
+        tables: &'a BTreeMap<String, Table>,
+        policy_for: &'a dyn Fn(&str) -> Policy,
+    ) -> Applier<'a> {
         let self_peer = self.state.peer_index(&self.identity.peer_id).unwrap_or(0);
-        Applier { user: &self.user, state: &mut self.state, tables, policy_for, peer_names: &self.peer_names, self_peer }
+        Applier {
+            user: &self.user,
+            state: &mut self.state,
+            tables,
+            policy_for,
+            peer_names: &self.peer_names,
+            self_peer,
+        }
     }
 
     fn recover(&mut self, tables: &BTreeMap<String, Table>) -> Result<(), EngineError> {
@@ -265,7 +286,14 @@ impl Engine {
         let result = self.state.transaction(|state| -> Result<u64, CaptureError> {
             let mut writer = BatchWriter::new(&author, state, &cursors)?;
             let stats = capture::capture_tables(
-                &self.user, state, &reader, &tables, &policy_for, self_peer, &mut self.hlc, &mut writer,
+                &self.user,
+                state,
+                &reader,
+                &tables,
+                &policy_for,
+                self_peer,
+                &mut self.hlc,
+                &mut writer,
             )?;
             writer.flush(state)?;
             state.set_meta("hlc", self.hlc.last() as i64)?;
@@ -301,7 +329,11 @@ impl Engine {
             if identity::is_peer_id(&dir) {
                 peers.push(dir);
             } else {
-                self.skip(report, format!("{}/{dir}", self.config.name), "not a peer folder (expected a 32-hex-digit peer id)".into());
+                self.skip(
+                    report,
+                    format!("{}/{dir}", self.config.name),
+                    "not a peer folder (expected a 32-hex-digit peer id)".into(),
+                );
             }
         }
         Ok(peers)
@@ -317,9 +349,9 @@ impl Engine {
         // Files that are no longer a problem (repaired, removed) are
         // reported again if they ever break again.
         let db = self.config.name.clone();
-        self.health
-            .skipped
-            .retain(|path, _| !path.starts_with(&format!("{db}/")) || still_skipped.contains(path) || !path.contains("/changes/"));
+        self.health.skipped.retain(|path, _| {
+            !path.starts_with(&format!("{db}/")) || still_skipped.contains(path) || !path.contains("/changes/")
+        });
         Ok(())
     }
 
@@ -374,7 +406,8 @@ impl Engine {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let expect = Expect { kind: FileKind::Batch, database: &self.config.name, peer_id: Some(peer), seq: Some(seq) };
+            let expect =
+                Expect { kind: FileKind::Batch, database: &self.config.name, peer_id: Some(peer), seq: Some(seq) };
             let (header, body_bytes) = match container::decode(&bytes, &expect) {
                 Ok(x) => x,
                 Err(e) => {
@@ -391,7 +424,11 @@ impl Engine {
                     blocked = true;
                     report.pending_remote += 1;
                     still_skipped.insert(path.clone());
-                    self.skip(report, path, format!("unreadable batch body ({e}); upgrade syncd if the peer runs a newer version"));
+                    self.skip(
+                        report,
+                        path,
+                        format!("unreadable batch body ({e}); upgrade syncd if the peer runs a newer version"),
+                    );
                     continue;
                 }
             };
@@ -452,7 +489,8 @@ impl Engine {
                 tables: vec![change.table.clone()],
             };
             let mut ap = self.applier(tables, &policy_for);
-            let stats = ap.apply_batch(&change.author_id, &change.author_name, &body, Origin::Parked { id: p.id }, 0)?;
+            let stats =
+                ap.apply_batch(&change.author_id, &change.author_name, &body, Origin::Parked { id: p.id }, 0)?;
             // A change parked again is not progress.
             report.applied.applied += stats.applied;
             report.applied.conflicts += stats.conflicts;
@@ -484,11 +522,11 @@ impl Engine {
             if !identity::is_peer_id(&dir) {
                 continue;
             }
-            if let Some(hb) = heartbeat::read(self.hub.as_ref(), &self.config.name, &dir)? {
-                if hb.peer_id == dir {
-                    self.peer_names.insert(hb.peer_id.clone(), hb.name.clone());
-                    all.push(hb);
-                }
+            if let Some(hb) = heartbeat::read(self.hub.as_ref(), &self.config.name, &dir)?
+                && hb.peer_id == dir
+            {
+                self.peer_names.insert(hb.peer_id.clone(), hb.name.clone());
+                all.push(hb);
             }
         }
         self.fresh_heartbeats = Some((hlc::wall_ms() as i64, all.clone()));

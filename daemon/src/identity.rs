@@ -22,11 +22,7 @@ impl Identity {
             Ok(s) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!(
-                        "{} holds {:?}, not a peer id: delete it to make a new one",
-                        file.display(),
-                        s.trim()
-                    ),
+                    format!("{} holds {:?}, not a peer id: delete it to make a new one", file.display(), s.trim()),
                 ));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

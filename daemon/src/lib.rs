@@ -2,20 +2,20 @@
 //! folder or an S3 bucket (the hub). This library is the engine; the `syncd`
 //! binary and the end-to-end tests drive the same code.
 
-pub mod container;
-pub mod hub;
-pub mod service;
 pub mod apply;
 pub mod batch;
 pub mod capture;
 pub mod config;
+pub mod container;
 pub mod engine;
 pub mod heartbeat;
 pub mod hlc;
+pub mod hub;
 pub mod identity;
 pub mod merge;
 pub mod once;
 pub mod outbox;
 pub mod schema;
+pub mod service;
 pub mod state;
 pub mod value;

@@ -60,7 +60,10 @@ pub enum Action {
     RecordOnly,
     /// Write these columns (local index, value); `insert` when the row does
     /// not exist here.
-    Write { insert: bool, columns: Vec<(usize, Value)> },
+    Write {
+        insert: bool,
+        columns: Vec<(usize, Value)>,
+    },
     Delete,
     /// A local edit beats a remote delete: keep the row and forget it in the
     /// state, so the next capture publishes it whole with a newer version and
@@ -122,6 +125,7 @@ pub fn compare_versions(a: Version, b: Version, peers: &dyn PeerBook) -> Orderin
 ///
 /// `local_value` reads the current local value of a column (by local index),
 /// needed only by `lww-column` to compare timestamps.
+#[allow(clippy::too_many_arguments)] // each input is a distinct fact the decision needs
 pub fn decide(
     table: &Table,
     changes: &TableChanges,
@@ -146,9 +150,7 @@ pub fn decide(
     let mapped: Vec<(usize, u64, Value)> = changes
         .named_values(op)
         .into_iter()
-        .filter_map(|(name, v)| {
-            table.column_index(name).map(|i| (i, value::hash_name(name), v.clone()))
-        })
+        .filter_map(|(name, v)| table.column_index(name).map(|i| (i, value::hash_name(name), v.clone())))
         .collect();
     let remote_image = || -> Vec<(String, Value)> {
         changes.named_values(op).into_iter().map(|(n, v)| (n.to_string(), v.clone())).collect()
@@ -173,12 +175,8 @@ pub fn decide(
             }
         }
         (Op::Delete, Some(row)) => {
-            let newest_unseen = row
-                .cols
-                .iter()
-                .map(|c| c.version)
-                .filter(|v| !seen(*v))
-                .max_by(|a, b| compare_versions(*a, *b, peers));
+            let newest_unseen =
+                row.cols.iter().map(|c| c.version).filter(|v| !seen(*v)).max_by(|a, b| compare_versions(*a, *b, peers));
             let tombstone = RowState { hash: 0, deleted: Some(version), cols: Vec::new() };
             match newest_unseen {
                 None => Decision { action: Action::Delete, new_state: Some(tombstone), conflicts: Vec::new() },
@@ -245,7 +243,9 @@ pub fn decide(
             }
         }
         (_, Some(row)) => match policy {
-            Policy::LwwColumn(ts) => decide_whole_row(table, ts, &mapped, row, version, &seen, peers, local_value, remote_image),
+            Policy::LwwColumn(ts) => {
+                decide_whole_row(table, ts, &mapped, row, version, &seen, peers, local_value, remote_image)
+            }
             _ => decide_columns(table, &mapped, row, version, &seen, &wins),
         },
     }
@@ -326,12 +326,8 @@ fn decide_whole_row(
     local_value: &mut dyn FnMut(usize) -> Value,
     remote_image: impl Fn() -> Vec<(String, Value)>,
 ) -> Decision {
-    let newest_unseen = row
-        .cols
-        .iter()
-        .map(|c| c.version)
-        .filter(|v| !seen(*v))
-        .max_by(|a, b| compare_versions(*a, *b, peers));
+    let newest_unseen =
+        row.cols.iter().map(|c| c.version).filter(|v| !seen(*v)).max_by(|a, b| compare_versions(*a, *b, peers));
     let all_remote = |state: &RowState| {
         let mut s = state.clone();
         for (_, name_hash, v) in mapped {
@@ -384,7 +380,13 @@ fn decide_whole_row(
 }
 
 /// True when the remote version beats a concurrent local one under `policy`.
-fn remote_wins(policy: &Policy, theirs: Version, ours: Version, remote: &RemoteBatch<'_>, peers: &dyn PeerBook) -> bool {
+fn remote_wins(
+    policy: &Policy,
+    theirs: Version,
+    ours: Version,
+    remote: &RemoteBatch<'_>,
+    peers: &dyn PeerBook,
+) -> bool {
     if let Policy::PeerPriority(order) = policy {
         let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(order.len());
         let their_name = if theirs.peer == remote.author { remote.author_name } else { peers.peer_name(theirs.peer) };

@@ -40,8 +40,8 @@ impl std::error::Error for RunError {}
 pub fn open_engines(config: &Config) -> Result<(Identity, Vec<Engine>), RunError> {
     let identity = Identity::load_or_create(&config.state_dir(), config.peer_name())
         .map_err(|e| RunError::usage(format!("state directory {}: {e}", config.state_dir().display())))?;
-    let hub = crate::hub::open(&config.hub.url, &config.hub_s3_options())
-        .map_err(|e| RunError::usage(format!("{e}")))?;
+    let hub =
+        crate::hub::open(&config.hub.url, &config.hub_s3_options()).map_err(|e| RunError::usage(format!("{e}")))?;
     let mut engines = Vec::new();
     for db in &config.databases {
         engines.push(Engine::open(config, db, &identity, hub.clone()).map_err(|e| RunError::usage(e.to_string()))?);

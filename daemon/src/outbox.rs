@@ -53,7 +53,8 @@ impl<'a> BatchWriter<'a> {
     /// gets a new tick so that every batch's changes have their own version.
     pub fn clock(&mut self, hlc: &mut Hlc) -> u64 {
         if self.current.is_none() {
-            self.current = Some(BatchBody { body_version: BODY_VERSION, clock: hlc.tick(), seen: Vec::new(), tables: Vec::new() });
+            self.current =
+                Some(BatchBody { body_version: BODY_VERSION, clock: hlc.tick(), seen: Vec::new(), tables: Vec::new() });
         }
         self.current.as_ref().expect("just set").clock
     }

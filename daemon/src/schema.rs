@@ -68,11 +68,8 @@ impl Table {
     /// `"a" COLLATE BINARY, "b" COLLATE BINARY`: the scan order that matches
     /// the key encoding of [`crate::value::encode_key`].
     pub fn key_order(&self) -> String {
-        let parts: Vec<String> = self
-            .key
-            .iter()
-            .map(|&i| format!("{} COLLATE BINARY", quote_ident(&self.columns[i].name)))
-            .collect();
+        let parts: Vec<String> =
+            self.key.iter().map(|&i| format!("{} COLLATE BINARY", quote_ident(&self.columns[i].name))).collect();
         parts.join(", ")
     }
 
@@ -113,9 +110,7 @@ pub fn discover(conn: &Connection, exclusions: &Exclusions) -> rusqlite::Result<
         "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' \
          AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
     )?;
-    let names: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+    let names: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     let mut tables = Vec::with_capacity(names.len());
     for name in names {
         if exclusions.tables.contains(&name) {
@@ -151,20 +146,15 @@ fn describe(conn: &Connection, name: &str, exclusions: &Exclusions) -> rusqlite:
             pk.push((pk_pos, columns.len()));
             integer_pk = decl.eq_ignore_ascii_case("INTEGER");
         }
-        columns.push(Column {
-            name: col,
-            not_null: r.get(2)?,
-            has_default: r.get(3)?,
-        });
+        columns.push(Column { name: col, not_null: r.get(2)?, has_default: r.get(3)? });
     }
     if columns.is_empty() {
         return Ok(None);
     }
     pk.sort();
     let has_primary_key = !pk.is_empty();
-    let mut hash_order: Vec<(usize, u64)> = (0..columns.len())
-        .map(|i| (i, crate::value::hash_name(&columns[i].name)))
-        .collect();
+    let mut hash_order: Vec<(usize, u64)> =
+        (0..columns.len()).map(|i| (i, crate::value::hash_name(&columns[i].name))).collect();
     hash_order.sort_by(|a, b| columns[a.0].name.cmp(&columns[b.0].name));
     let key = if has_primary_key {
         pk.iter().map(|&(_, i)| i).collect()

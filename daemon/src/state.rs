@@ -170,12 +170,7 @@ impl State {
         // commit lost to a power cut would reuse that sequence number.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
-        let mut state = State {
-            conn,
-            peers: Vec::new(),
-            peer_index: HashMap::new(),
-            tables: HashMap::new(),
-        };
+        let mut state = State { conn, peers: Vec::new(), peer_index: HashMap::new(), tables: HashMap::new() };
         state.load_peers()?;
         Ok(state)
     }
@@ -197,9 +192,7 @@ impl State {
 
     fn load_peers(&mut self) -> Result<()> {
         let mut stmt = self.conn.prepare("SELECT idx, peer_id FROM peers ORDER BY idx")?;
-        let rows: Vec<(u32, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_>>()?;
+        let rows: Vec<(u32, String)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_>>()?;
         drop(stmt);
         for (idx, id) in rows {
             let idx = idx as usize;
@@ -236,10 +229,7 @@ impl State {
     }
 
     pub fn meta<T: rusqlite::types::FromSql>(&self, key: &str) -> Result<Option<T>> {
-        self.conn
-            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-            .query_row([key], |r| r.get(0))
-            .optional()
+        self.conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()
     }
 
     pub fn set_meta(&self, key: &str, value: impl rusqlite::ToSql) -> Result<()> {
@@ -254,9 +244,7 @@ impl State {
         if let Some(&i) = self.peer_index.get(peer_id) {
             return Ok(i);
         }
-        self.conn
-            .prepare_cached("INSERT INTO peers(peer_id) VALUES(?1)")?
-            .execute([peer_id])?;
+        self.conn.prepare_cached("INSERT INTO peers(peer_id) VALUES(?1)")?.execute([peer_id])?;
         let idx = self.conn.last_insert_rowid() as usize;
         if self.peers.len() <= idx {
             self.peers.resize(idx + 1, String::new());
@@ -292,9 +280,7 @@ impl State {
         let id = match found {
             Some(id) => id,
             None => {
-                self.conn
-                    .prepare_cached("INSERT INTO tables(name) VALUES(?1)")?
-                    .execute([name])?;
+                self.conn.prepare_cached("INSERT INTO tables(name) VALUES(?1)")?.execute([name])?;
                 self.conn.last_insert_rowid()
             }
         };
@@ -332,15 +318,14 @@ impl State {
     /// Forgets a row entirely: the next capture sees the row, if it exists,
     /// as new and publishes it whole with a fresh version.
     pub fn forget_row(&self, tbl: i64, key: &[u8]) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM rows WHERE tbl = ?1 AND key = ?2")?
-            .execute(params![tbl, key])?;
+        self.conn.prepare_cached("DELETE FROM rows WHERE tbl = ?1 AND key = ?2")?.execute(params![tbl, key])?;
         Ok(())
     }
 
     pub fn live_row_count(&self) -> Result<u64> {
-        self.conn
-            .query_row("SELECT count(*) FROM rows WHERE del_clock IS NULL", [], |r| r.get::<_, i64>(0).map(|n| n as u64))
+        self.conn.query_row("SELECT count(*) FROM rows WHERE del_clock IS NULL", [], |r| {
+            r.get::<_, i64>(0).map(|n| n as u64)
+        })
     }
 
     pub fn cursors(&self) -> Result<BTreeMap<String, Cursor>> {
@@ -349,10 +334,7 @@ impl State {
             .query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    Cursor {
-                        seq: r.get::<_, i64>(1)? as u64,
-                        clock: r.get::<_, i64>(2)? as u64,
-                    },
+                    Cursor { seq: r.get::<_, i64>(1)? as u64, clock: r.get::<_, i64>(2)? as u64 },
                 ))
             })?
             .collect::<Result<_>>()?;
@@ -367,9 +349,11 @@ impl State {
     }
 
     pub fn push_outbox(&self, seq: u64, changes: u64, file: &[u8]) -> Result<()> {
-        self.conn
-            .prepare_cached("INSERT INTO outbox(seq, changes, file) VALUES(?1, ?2, ?3)")?
-            .execute(params![seq as i64, changes as i64, file])?;
+        self.conn.prepare_cached("INSERT INTO outbox(seq, changes, file) VALUES(?1, ?2, ?3)")?.execute(params![
+            seq as i64,
+            changes as i64,
+            file
+        ])?;
         Ok(())
     }
 
@@ -382,9 +366,7 @@ impl State {
     }
 
     pub fn remove_outbox(&self, seq: u64) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
-            .execute([seq as i64])?;
+        self.conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?.execute([seq as i64])?;
         Ok(())
     }
 
@@ -460,21 +442,13 @@ impl State {
             .prepare_cached(
                 "INSERT INTO parked(at_ms, peer_id, seq, tbl, change, reason) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![
-                crate::hlc::wall_ms() as i64,
-                peer_id,
-                seq as i64,
-                table,
-                change,
-                reason
-            ])?;
+            .execute(params![crate::hlc::wall_ms() as i64, peer_id, seq as i64, table, change, reason])?;
         Ok(())
     }
 
     pub fn parked(&self) -> Result<Vec<Parked>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, peer_id, seq, tbl, change, reason FROM parked ORDER BY id")?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id, peer_id, seq, tbl, change, reason FROM parked ORDER BY id")?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(Parked {
@@ -541,10 +515,7 @@ fn row_state_from(r: &rusqlite::Row<'_>) -> Result<RowState> {
     let cols: Vec<u8> = r.get(3)?;
     Ok(RowState {
         hash: r.get::<_, i64>(0)? as u64,
-        deleted: del_clock.map(|c| Version {
-            clock: c as u64,
-            peer: del_peer.unwrap_or(0),
-        }),
+        deleted: del_clock.map(|c| Version { clock: c as u64, peer: del_peer.unwrap_or(0) }),
         cols: RowState::decode_cols(&cols),
     })
 }

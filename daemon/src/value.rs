@@ -46,9 +46,9 @@ impl Value {
         match self {
             Value::Null => serde_json::Value::Null,
             Value::Integer(i) => (*i).into(),
-            Value::Real(f) => serde_json::Number::from_f64(*f)
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null),
+            Value::Real(f) => {
+                serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+            }
             Value::Text(t) => t.clone().into(),
             Value::Blob(b) => {
                 let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -60,9 +60,7 @@ impl Value {
     /// Reads a value back from [`Value::to_json`].
     pub fn from_json(v: &serde_json::Value) -> Value {
         match v {
-            serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Array(_) => {
-                Value::Null
-            }
+            serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Array(_) => Value::Null,
             serde_json::Value::Number(n) => match n.as_i64() {
                 Some(i) => Value::Integer(i),
                 None => Value::Real(n.as_f64().unwrap_or(0.0)),
@@ -71,9 +69,7 @@ impl Value {
             serde_json::Value::Object(o) => {
                 let hex = o.get("blob").and_then(|h| h.as_str()).unwrap_or("");
                 Value::Blob(
-                    (0..hex.len() / 2)
-                        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-                        .collect(),
+                    (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect(),
                 )
             }
         }
@@ -278,9 +274,7 @@ mod tests {
         prop_oneof![
             Just(Value::Null),
             any::<i64>().prop_map(Value::Integer),
-            any::<f64>()
-                .prop_filter("SQLite has no NaN", |f| !f.is_nan())
-                .prop_map(Value::Real),
+            any::<f64>().prop_filter("SQLite has no NaN", |f| !f.is_nan()).prop_map(Value::Real),
             ".{0,8}".prop_map(Value::Text),
             proptest::collection::vec(any::<u8>(), 0..8).prop_map(Value::Blob),
         ]

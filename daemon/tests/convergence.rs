@@ -12,9 +12,18 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 enum Step {
     /// peer writes column `col` (0 = name, 1 = qty) of row `id`, inserting it if missing.
-    Write { peer: usize, id: i64, col: usize },
-    Delete { peer: usize, id: i64 },
-    Sync { peer: usize },
+    Write {
+        peer: usize,
+        id: i64,
+        col: usize,
+    },
+    Delete {
+        peer: usize,
+        id: i64,
+    },
+    Sync {
+        peer: usize,
+    },
 }
 
 fn step(peers: usize) -> impl Strategy<Value = Step> {
@@ -45,7 +54,8 @@ fn run(peer_count: usize, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 next_value += 1;
                 let column = ["name", "qty"][col];
                 let app = peers[peer].app();
-                let exists: i64 = app.query_row("SELECT count(*) FROM items WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+                let exists: i64 =
+                    app.query_row("SELECT count(*) FROM items WHERE id = ?1", [id], |r| r.get(0)).unwrap();
                 if exists == 0 {
                     app.execute("INSERT INTO items(id, name, qty) VALUES (?1, ?2, ?2)", [id, next_value]).unwrap();
                     log.push(Written { order, id, col: 0, value: next_value });

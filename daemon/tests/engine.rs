@@ -49,8 +49,7 @@ fn concurrent_edits_of_different_columns_both_survive() {
 fn same_column_conflict(policy: &str, a_edit: &str, b_edit: &str) -> (String, Peer, Peer) {
     let hub = Hub::new();
     let extra = format!("conflict = \"{policy}\"");
-    let (mut a, mut b) =
-        (Peer::with(&hub, "a", common::SCHEMA, &extra), Peer::with(&hub, "b", common::SCHEMA, &extra));
+    let (mut a, mut b) = (Peer::with(&hub, "a", common::SCHEMA, &extra), Peer::with(&hub, "b", common::SCHEMA, &extra));
     a.exec("INSERT INTO items(id, name, qty, updated_at) VALUES (7, 'orig', 0, '2024-01-01');");
     settle(&mut [&mut a, &mut b], 1);
     a.exec(a_edit);
@@ -126,9 +125,18 @@ fn delete_against_a_concurrent_update_converges_and_keeps_the_loser() {
     assert_eq!(a.rows("SELECT id, qty FROM items ORDER BY id"), vec!["Integer(2)|Integer(22)"]);
     let on_a = a.conflicts();
     let on_b = b.conflicts();
-    assert!(on_a.iter().any(|c| c.loser.as_deref().is_some_and(|l| l.contains("11"))), "a keeps b's losing edit: {on_a:?}");
-    assert!(on_b.iter().any(|c| c.loser.as_deref().is_some_and(|l| l.contains("11"))), "b keeps its losing row: {on_b:?}");
-    assert!(on_b.iter().any(|c| c.loser.is_none() && c.reason.contains("deleted")), "the losing delete of row 2 is logged: {on_b:?}");
+    assert!(
+        on_a.iter().any(|c| c.loser.as_deref().is_some_and(|l| l.contains("11"))),
+        "a keeps b's losing edit: {on_a:?}"
+    );
+    assert!(
+        on_b.iter().any(|c| c.loser.as_deref().is_some_and(|l| l.contains("11"))),
+        "b keeps its losing row: {on_b:?}"
+    );
+    assert!(
+        on_b.iter().any(|c| c.loser.is_none() && c.reason.contains("deleted")),
+        "the losing delete of row 2 is logged: {on_b:?}"
+    );
 }
 
 #[test]
@@ -150,11 +158,16 @@ fn schema_drift_applies_shared_columns_and_parks_what_cannot_apply() {
     let mut a = Peer::with(
         &hub,
         "a",
-        &format!("{} ALTER TABLE items ADD COLUMN colour TEXT; CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);", common::SCHEMA),
+        &format!(
+            "{} ALTER TABLE items ADD COLUMN colour TEXT; CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);",
+            common::SCHEMA
+        ),
         "",
     );
     let mut b = Peer::new(&hub, "b");
-    a.exec("INSERT INTO items(id, name, qty, colour) VALUES (1, 'one', 1, 'blue'); INSERT INTO notes VALUES (1, 'hello');");
+    a.exec(
+        "INSERT INTO items(id, name, qty, colour) VALUES (1, 'one', 1, 'blue'); INSERT INTO notes VALUES (1, 'hello');",
+    );
     b.exec("INSERT INTO items(id, name, qty) VALUES (2, 'two', 2);");
     settle(&mut [&mut a, &mut b], 2);
     assert_eq!(a.content(), b.content(), "shared columns converge");
@@ -269,10 +282,10 @@ fn three_peers_converge() {
     settle(&mut [&mut c, &mut b, &mut a], 2);
     assert_eq!(a.content(), b.content());
     assert_eq!(b.content(), c.content());
-    assert_eq!(a.rows("SELECT id, name, qty FROM items ORDER BY id"), vec![
-        "Integer(1)|Text(\"bee\")|Integer(1)",
-        "Integer(3)|Text(\"c\")|Integer(100)"
-    ]);
+    assert_eq!(
+        a.rows("SELECT id, name, qty FROM items ORDER BY id"),
+        vec!["Integer(1)|Text(\"bee\")|Integer(1)", "Integer(3)|Text(\"c\")|Integer(100)"]
+    );
 }
 
 #[test]

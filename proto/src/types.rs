@@ -46,11 +46,19 @@ pub enum Response {
     Conflicts(Vec<ConflictInfo>),
     Snapshots(Vec<SnapshotInfo>),
     Cleanup(Vec<CleanupReport>),
-    Done { message: String },
+    Done {
+        message: String,
+    },
     /// A destructive request while other peers are active: resend with
     /// `yes` to go ahead.
-    NeedsConfirmation { message: String, active_peers: Vec<String> },
-    Error { kind: ErrorKind, message: String },
+    NeedsConfirmation {
+        message: String,
+        active_peers: Vec<String>,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,11 @@ fn a_committed_row_reaches_the_other_daemon_without_any_command() {
     a.start();
     b.start();
     a.exec("INSERT INTO items(id, name, qty) VALUES (1, 'hello', 1);");
-    assert!(wait_for(Duration::from_secs(20), || b.query("SELECT name FROM items WHERE id = 1") == "hello"), "{}", b.log());
+    assert!(
+        wait_for(Duration::from_secs(20), || b.query("SELECT name FROM items WHERE id = 1") == "hello"),
+        "{}",
+        b.log()
+    );
     b.exec("UPDATE items SET qty = 2 WHERE id = 1;");
     assert!(wait_for(Duration::from_secs(20), || a.query("SELECT qty FROM items WHERE id = 1") == "2"), "{}", a.log());
     // status --json lists b as an active peer, with the documented fields.
@@ -25,7 +29,17 @@ fn a_committed_row_reaches_the_other_daemon_without_any_command() {
     assert_eq!(s["hub"]["reachable"], true);
     let db = &s["databases"][0];
     assert_eq!(db["name"], "main");
-    for field in ["path", "state", "pending_local", "pending_remote", "last_sync", "last_error", "conflicts", "parked", "auto_sync"] {
+    for field in [
+        "path",
+        "state",
+        "pending_local",
+        "pending_remote",
+        "last_sync",
+        "last_error",
+        "conflicts",
+        "parked",
+        "auto_sync",
+    ] {
         assert!(db.get(field).is_some(), "status lacks databases[].{field}: {s}");
     }
     for field in ["database", "peer_id", "name", "host", "last_seen", "active", "version"] {
@@ -55,7 +69,10 @@ fn sighup_picks_up_a_newly_added_database() {
     let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
     for p in [&a, &b] {
         let second = p.dir.path().join("second.db");
-        rusqlite::Connection::open(&second).unwrap().execute_batch("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);").unwrap();
+        rusqlite::Connection::open(&second)
+            .unwrap()
+            .execute_batch("CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);")
+            .unwrap();
     }
     a.start();
     b.start();
@@ -85,7 +102,11 @@ fn garbage_and_oversized_frames_leave_the_daemon_answering() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(a.socket()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "socket mode {mode:o}");
-        for payload in [vec![0xAB; 4096], [&[0xFF, 0xFF, 0xFF, 0xFF][..], &[b'x'; 100][..]].concat(), b"\x00\x00\x00\x05hello".to_vec()] {
+        for payload in [
+            vec![0xAB; 4096],
+            [&[0xFF, 0xFF, 0xFF, 0xFF][..], &[b'x'; 100][..]].concat(),
+            b"\x00\x00\x00\x05hello".to_vec(),
+        ] {
             let mut s = std::os::unix::net::UnixStream::connect(a.socket()).unwrap();
             let _ = s.write_all(&payload);
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -102,11 +123,7 @@ fn a_second_daemon_on_the_same_state_is_refused() {
     let hub = Hub::folder();
     let mut a = Peer::new(&hub, "a");
     a.start();
-    let out = std::process::Command::new(common::syncd())
-        .arg("--config")
-        .arg(a.config_path())
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(common::syncd()).arg("--config").arg(a.config_path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already running"), "{err}");
@@ -134,7 +151,7 @@ fn disable_survives_a_restart_and_enable_resumes_syncing() {
 #[test]
 fn syncctl_sync_conflicts_and_peers_answer_in_json() {
     let hub = Hub::folder();
-    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    let (mut a, b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
     a.exec("INSERT INTO items(id, name) VALUES (7, 'orig');");
     a.once();
     b.once();
@@ -146,7 +163,8 @@ fn syncctl_sync_conflicts_and_peers_answer_in_json() {
     let synced = a.ctl_json(&["sync"]);
     assert!(synced.is_array() || synced.is_object(), "{synced}");
     let conflicts = a.ctl_json(&["conflicts"]);
-    let list = conflicts.as_array().cloned().unwrap_or_else(|| conflicts["conflicts"].as_array().cloned().unwrap_or_default());
+    let list =
+        conflicts.as_array().cloned().unwrap_or_else(|| conflicts["conflicts"].as_array().cloned().unwrap_or_default());
     assert_eq!(list.len(), 1, "{conflicts}");
     assert!(list[0]["local_value"].as_str().unwrap().contains("from-a"));
     let peers = a.ctl_json(&["peers"]);

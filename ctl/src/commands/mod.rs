@@ -46,10 +46,9 @@ pub fn run(ctx: &Context, command: Command) -> u8 {
 pub fn send(ctx: &Context, yes: bool, make: impl Fn(bool) -> Request) -> Result<Response, u8> {
     let mut response = exchange(ctx, make(yes))?;
     if let Response::NeedsConfirmation { message, active_peers } = &response {
-        let confirmed = !ctx.json && std::io::stdin().is_terminal() && ask(&format!(
-            "Other peers are active: {}. {message}\nContinue? [y/N] ",
-            active_peers.join(", ")
-        ));
+        let confirmed = !ctx.json
+            && std::io::stdin().is_terminal()
+            && ask(&format!("Other peers are active: {}. {message}\nContinue? [y/N] ", active_peers.join(", ")));
         if !confirmed {
             fail(ctx, "needs_confirmation", &format!("{message} (other peers active: {})", active_peers.join(", ")));
             return Err(1);

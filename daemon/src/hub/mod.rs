@@ -109,9 +109,6 @@ pub fn open(url: &str, s3: &S3Options) -> Result<Arc<dyn Hub>, HubError> {
     } else if url.starts_with("s3://") {
         Ok(Arc::new(s3::S3Hub::open(url, s3)?))
     } else {
-        Err(HubError::InvalidUrl {
-            url: url.to_string(),
-            reason: "expected file:///path or s3://bucket/prefix".into(),
-        })
+        Err(HubError::InvalidUrl { url: url.to_string(), reason: "expected file:///path or s3://bucket/prefix".into() })
     }
 }

@@ -13,7 +13,11 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameKind {
     Batch(u64),
-    Snapshot { database: String, peer_name: String, created_ms: i64 },
+    Snapshot {
+        database: String,
+        peer_name: String,
+        created_ms: i64,
+    },
     Heartbeat,
     /// A file being written (leading dot): ignored silently.
     Temporary,
@@ -29,10 +33,8 @@ pub fn batch_name(seq: u64) -> String {
 /// Replaces characters that Windows or macOS refuse in file names, and the
 /// `_` that separates the parts of a snapshot name.
 pub fn sanitize(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
-        .collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' }).collect();
     if s.is_empty() { "peer".into() } else { s }
 }
 
@@ -67,7 +69,8 @@ fn parse_snapshot(name: &str) -> Option<NameKind> {
         num(6..8)? as u8,
     )
     .ok()?;
-    let t = time::Time::from_hms_milli(num(9..11)? as u8, num(11..13)? as u8, num(13..15)? as u8, num(15..18)? as u16).ok()?;
+    let t = time::Time::from_hms_milli(num(9..11)? as u8, num(11..13)? as u8, num(13..15)? as u8, num(15..18)? as u16)
+        .ok()?;
     let created_ms = (time::PrimitiveDateTime::new(date, t).assume_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     Some(NameKind::Snapshot { database: database.to_string(), peer_name: peer_name.to_string(), created_ms })
 }
@@ -84,10 +87,11 @@ pub fn classify(name: &str) -> NameKind {
         return NameKind::CloudConflictCopy(why);
     }
     if let Some(digits) = name.strip_suffix(".chg") {
-        if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(seq) = digits.parse() {
-                return NameKind::Batch(seq);
-            }
+        if digits.len() == 20
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(seq) = digits.parse()
+        {
+            return NameKind::Batch(seq);
         }
         return NameKind::CloudConflictCopy("a renamed copy of a batch".into());
     }
@@ -112,13 +116,18 @@ fn cloud_copy(name: &str) -> Option<String> {
         return Some("an editor's lock file".into());
     }
     let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(name);
-    if let Some(open) = stem.rfind(" (") {
-        if stem.ends_with(')') && stem[open + 2..stem.len() - 1].bytes().all(|b| b.is_ascii_digit()) {
-            return Some("a numbered duplicate such as `x (1)`".into());
-        }
+    if let Some(open) = stem.rfind(" (")
+        && stem.ends_with(')')
+        && stem[open + 2..stem.len() - 1].bytes().all(|b| b.is_ascii_digit())
+    {
+        return Some("a numbered duplicate such as `x (1)`".into());
     }
     // OneDrive appends `-<MACHINE NAME>` to a batch's 20 digits.
-    if name.ends_with(".chg") && stem.len() > 21 && stem.as_bytes()[20] == b'-' && stem[..20].bytes().all(|b| b.is_ascii_digit()) {
+    if name.ends_with(".chg")
+        && stem.len() > 21
+        && stem.as_bytes()[20] == b'-'
+        && stem[..20].bytes().all(|b| b.is_ascii_digit())
+    {
         return Some("a OneDrive copy named after a machine".into());
     }
     None

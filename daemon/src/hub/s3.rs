@@ -12,7 +12,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as StorePath;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart};
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
@@ -62,9 +64,7 @@ impl S3Hub {
         // seconds so the daemon keeps working offline.
         builder = builder
             .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(3))
-                    .with_timeout(Duration::from_secs(30)),
+                ClientOptions::new().with_connect_timeout(Duration::from_secs(3)).with_timeout(Duration::from_secs(30)),
             )
             .with_retry(RetryConfig {
                 max_retries: 2,
@@ -180,7 +180,10 @@ impl Hub for S3Hub {
     fn put_atomic(&self, path: &str, bytes: &[u8]) -> Result<(), HubError> {
         let key = self.key(path);
         self.runtime.block_on(async {
-            self.store.put(&key, PutPayload::from(Bytes::copy_from_slice(bytes))).await.map_err(|e| self.err(path, e))?;
+            self.store
+                .put(&key, PutPayload::from(Bytes::copy_from_slice(bytes)))
+                .await
+                .map_err(|e| self.err(path, e))?;
             Ok(())
         })
     }

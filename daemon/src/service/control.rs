@@ -11,7 +11,9 @@ use interprocess::local_socket::tokio::{Listener, Stream, prelude::*};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, Name};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use syncd_proto::{ClientMessage, ErrorKind, PROTOCOL_VERSION, ProtoError, Request, Response, ServerMessage, frame_async};
+use syncd_proto::{
+    ClientMessage, ErrorKind, PROTOCOL_VERSION, ProtoError, Request, Response, ServerMessage, frame_async,
+};
 use tracing::{debug, warn};
 
 /// Answers requests; implemented by the daemon (and by tests).
@@ -81,11 +83,11 @@ impl ControlSocket {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            if let Some(dir) = path.parent() {
-                if !dir.exists() {
-                    std::fs::create_dir_all(dir).map_err(|e| bind_err(e.to_string()))?;
-                    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-                }
+            if let Some(dir) = path.parent()
+                && !dir.exists()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| bind_err(e.to_string()))?;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
             }
             if path.exists() {
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -115,7 +117,8 @@ impl ControlSocket {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| bind_err(e.to_string()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| bind_err(e.to_string()))?;
         }
         Ok(ControlSocket { listener, path: path.to_path_buf() })
     }
@@ -189,10 +192,14 @@ async fn serve_connection<H: RequestHandler>(conn: Stream, handler: Arc<H>) {
 }
 
 fn bad_request(detail: &str) -> Response {
-    Response::Error { kind: ErrorKind::BadRequest, message: format!("malformed request ({detail}); closing the connection") }
+    Response::Error {
+        kind: ErrorKind::BadRequest,
+        message: format!("malformed request ({detail}); closing the connection"),
+    }
 }
 
 async fn reply(tx: &mut (impl tokio::io::AsyncWrite + Unpin), response: Response) -> Result<(), ProtoError> {
-    let message = ServerMessage { protocol: PROTOCOL_VERSION, daemon_version: env!("CARGO_PKG_VERSION").into(), response };
+    let message =
+        ServerMessage { protocol: PROTOCOL_VERSION, daemon_version: env!("CARGO_PKG_VERSION").into(), response };
     frame_async::write_frame(tx, &syncd_proto::encode(&message)).await
 }

@@ -62,7 +62,11 @@ impl Handler {
     async fn status(&self) -> Response {
         let (url, active_secs, workers) = {
             let running = self.daemon.running.read().await;
-            (running.config.hub.url.clone(), running.config.active_secs, running.workers.values().cloned().collect::<Vec<_>>())
+            (
+                running.config.hub.url.clone(),
+                running.config.active_secs,
+                running.workers.values().cloned().collect::<Vec<_>>(),
+            )
         };
         let peers = peers(&workers, active_secs).await;
         let snapshots: Vec<Snapshot> = workers.iter().map(snapshot_of).collect();
@@ -140,7 +144,8 @@ impl Handler {
             let outcome = w
                 .run(|e| {
                     let r = e.run_cycle();
-                    let unreachable = e.health.hub_error.clone().filter(|_| e.health.hub_unreachable_since_ms.is_some());
+                    let unreachable =
+                        e.health.hub_error.clone().filter(|_| e.health.hub_unreachable_since_ms.is_some());
                     (r, unreachable)
                 })
                 .await;
@@ -229,7 +234,10 @@ impl Handler {
 }
 
 pub fn stopped(name: &str) -> Response {
-    Response::Error { kind: ErrorKind::Busy, message: format!("database {name} is restarting (configuration reload); try again") }
+    Response::Error {
+        kind: ErrorKind::Busy,
+        message: format!("database {name} is restarting (configuration reload); try again"),
+    }
 }
 
 pub fn snapshot_of(w: &Worker) -> Snapshot {
@@ -272,12 +280,8 @@ pub async fn peers(workers: &[Worker], active_secs: u64) -> Vec<PeerInfo> {
 
 /// Names of the other peers that are active now.
 pub async fn active_peer_names(workers: &[Worker], active_secs: u64) -> Vec<String> {
-    let mut names: Vec<String> = peers(workers, active_secs)
-        .await
-        .into_iter()
-        .filter(|p| p.active && !p.is_self)
-        .map(|p| p.name)
-        .collect();
+    let mut names: Vec<String> =
+        peers(workers, active_secs).await.into_iter().filter(|p| p.active && !p.is_self).map(|p| p.name).collect();
     names.sort();
     names.dedup();
     names

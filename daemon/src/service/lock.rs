@@ -14,9 +14,8 @@ pub struct StateLock {
 
 impl StateLock {
     pub fn acquire(state_dir: &Path) -> Result<StateLock, RunError> {
-        std::fs::create_dir_all(state_dir).map_err(|e| {
-            RunError::usage(format!("cannot create the state directory {}: {e}", state_dir.display()))
-        })?;
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| RunError::usage(format!("cannot create the state directory {}: {e}", state_dir.display())))?;
         let path = state_dir.join("syncd.lock");
         let mut file = OpenOptions::new()
             .read(true)

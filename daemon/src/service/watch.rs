@@ -43,10 +43,10 @@ impl Watchers {
             .collect();
         let db_tx = tx.clone();
         let mut w = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                if event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|x| x == n))) {
-                    let _ = db_tx.send(());
-                }
+            if let Ok(event) = event
+                && event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|x| x == n)))
+            {
+                let _ = db_tx.send(());
             }
         })?;
         w.watch(&dir, RecursiveMode::NonRecursive)?;

@@ -135,7 +135,8 @@ impl Peer {
 
     /// Starts the daemon and waits for its socket.
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
         let child = Command::new(syncd())
             .arg("--config")
             .arg(self.config_path())
@@ -187,7 +188,12 @@ impl Peer {
         let mut all = args.to_vec();
         all.push("--json");
         let out = self.ctl(&all);
-        assert!(out.status.success(), "syncctl {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "syncctl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
