@@ -38,7 +38,22 @@ impl S3Hub {
         if bucket.is_empty() {
             return Err(invalid("no bucket name: use s3://bucket/prefix"));
         }
+        // reqwest's rustls needs a process-wide crypto provider; installing
+        // it twice is harmless (the second call is refused and ignored).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        // Short timeouts and few retries: an outage must be noticed within
+        // seconds so the daemon keeps working offline.
+        // Client options first: they carry allow_http, set below.
+        builder = builder
+            .with_client_options(
+                ClientOptions::new().with_connect_timeout(Duration::from_secs(3)).with_timeout(Duration::from_secs(30)),
+            )
+            .with_retry(RetryConfig {
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(5),
+                backoff: Default::default(),
+            });
         let endpoint = opts.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
         if let Some(e) = &endpoint {
             builder = builder.with_endpoint(e).with_virtual_hosted_style_request(false);
@@ -60,17 +75,6 @@ impl S3Hub {
         if let Some(h) = opts.allow_http {
             builder = builder.with_allow_http(h);
         }
-        // Short timeouts and few retries: an outage must be noticed within
-        // seconds so the daemon keeps working offline.
-        builder = builder
-            .with_client_options(
-                ClientOptions::new().with_connect_timeout(Duration::from_secs(3)).with_timeout(Duration::from_secs(30)),
-            )
-            .with_retry(RetryConfig {
-                max_retries: 2,
-                retry_timeout: Duration::from_secs(5),
-                backoff: Default::default(),
-            });
         let store = builder.build().map_err(|e| invalid(&e.to_string()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
