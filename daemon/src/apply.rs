@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 
 /// A write transaction on the user's database lasts about this long at most,
 /// so the application that owns it is never blocked for long.
-const CHUNK_TIME: Duration = Duration::from_millis(50);
-const CHUNK_MAX_CHANGES: usize = 5_000;
+const WRITE_TIME: Duration = Duration::from_millis(100);
+/// Changes decided and recorded together: fewer, larger state commits.
+const CHUNK_MAX_CHANGES: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -94,6 +95,20 @@ pub struct Applier<'a> {
     pub policy_for: &'a dyn Fn(&str) -> Policy,
     pub peer_names: &'a HashMap<String, String>,
     pub self_peer: u32,
+    /// Parsed policies by table, and the last statement built: consecutive
+    /// changes of a batch hit the same table and columns.
+    pub policies: HashMap<String, Policy>,
+    /// State tables with no rows when the current batch started.
+    pub empty_tables: std::collections::HashSet<i64>,
+    pub last_sql: std::cell::RefCell<Option<(SqlKey, rusqlite::Statement<'a>)>>,
+}
+
+/// What a built statement depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlKey {
+    kind: u8,
+    table: String,
+    columns: Vec<usize>,
 }
 
 /// Where a batch being applied came from.
@@ -128,6 +143,56 @@ enum Record {
 }
 
 impl Applier<'_> {
+    /// Runs the statement `build` makes for (kind, table, columns),
+    /// preparing it only when the previous change needed a different one:
+    /// consecutive changes of a batch almost always share it.
+    fn execute_cached(
+        &self,
+        kind: u8,
+        table: &Table,
+        columns: &[(usize, Value)],
+        build: impl FnOnce() -> String,
+        params: impl IntoIterator<Item = impl rusqlite::ToSql>,
+    ) -> rusqlite::Result<()> {
+        let mut last = self.last_sql.borrow_mut();
+        let same = last.as_ref().is_some_and(|(k, _)| {
+            k.kind == kind && k.table == table.name && k.columns.iter().copied().eq(columns.iter().map(|(i, _)| *i))
+        });
+        if !same {
+            let key = SqlKey { kind, table: table.name.clone(), columns: columns.iter().map(|(i, _)| *i).collect() };
+            *last = Some((key, self.user.prepare(&build())?));
+        }
+        let stmt = &mut last.as_mut().expect("just set").1;
+        stmt.execute(rusqlite::params_from_iter(params))?;
+        Ok(())
+    }
+
+    fn update_row(&self, table: &Table, key: &[Value], columns: &[(usize, Value)]) -> rusqlite::Result<()> {
+        let build = || {
+            let sets: Vec<String> = columns
+                .iter()
+                .enumerate()
+                .map(|(n, (i, _))| format!("{} = ?{}", quote_ident(&table.columns[*i].name), n + 1))
+                .collect();
+            format!(
+                "UPDATE main.{} SET {} WHERE {}",
+                quote_ident(&table.name),
+                sets.join(", "),
+                table.key_predicate(columns.len() + 1)
+            )
+        };
+        self.execute_cached(1, table, columns, build, columns.iter().map(|(_, v)| v).chain(key.iter()))
+    }
+
+    fn insert_row(&self, table: &Table, columns: &[(usize, Value)]) -> rusqlite::Result<()> {
+        let build = || {
+            let names: Vec<String> = columns.iter().map(|(i, _)| quote_ident(&table.columns[*i].name)).collect();
+            let marks: Vec<String> = (1..=columns.len()).map(|n| format!("?{n}")).collect();
+            format!("INSERT INTO main.{}({}) VALUES({})", quote_ident(&table.name), names.join(", "), marks.join(", "))
+        };
+        self.execute_cached(2, table, columns, build, columns.iter().map(|(_, v)| v))
+    }
+
     fn peers(&self) -> Peers {
         Peers { ids: self.state.peer_ids(), names: self.peer_names.clone() }
     }
@@ -144,15 +209,23 @@ impl Applier<'_> {
         let author = self.state.peer_index(author_id)?;
         let peers = self.peers();
         let remote = RemoteBatch { body, author, author_name };
+        self.empty_tables.clear();
+        if let Origin::Batch { .. } = origin {
+            for t in &body.tables {
+                let tbl = self.state.table_id(&t.table)?;
+                if !self.state.has_rows(tbl)? {
+                    self.empty_tables.insert(tbl);
+                }
+            }
+        }
         let flat: Vec<(&TableChanges, &RowChange)> =
             body.tables.iter().flat_map(|t| t.changes.iter().map(move |c| (t, c))).collect();
         let mut stats = ApplyStats::default();
         let mut done = start.min(flat.len());
         loop {
             let chunk_start = done;
-            let began = Instant::now();
             let mut planned = Vec::new();
-            while done < flat.len() && planned.len() < CHUNK_MAX_CHANGES && began.elapsed() < CHUNK_TIME {
+            while done < flat.len() && planned.len() < CHUNK_MAX_CHANGES {
                 let (t, c) = flat[done];
                 planned.push(self.plan(t, c, &remote, &peers)?);
                 done += 1;
@@ -200,12 +273,17 @@ impl Applier<'_> {
         let Some(key) = local_key(table, table_changes, change) else {
             return Ok(park_plan(table_changes, change, tbl, ParkReason::SchemaMismatch));
         };
-        let local = self.state.row(tbl, &key)?;
-        let policy = (self.policy_for)(&table.name);
+        // A table the state knows no row of (a new peer joining) needs no
+        // lookups: a batch never holds the same key twice.
+        let local = if self.empty_tables.contains(&tbl) { None } else { self.state.row(tbl, &key)? };
+        if !self.policies.contains_key(&table.name) {
+            self.policies.insert(table.name.clone(), (self.policy_for)(&table.name));
+        }
+        let policy = &self.policies[&table.name];
         let user = self.user;
         let mut local_value = |i: usize| read_column(user, table, &key_values_local(table, table_changes, change), i);
         let decision =
-            merge::decide(table, table_changes, &change.op, local.as_ref(), remote, &policy, peers, &mut local_value);
+            merge::decide(table, table_changes, &change.op, local.as_ref(), remote, policy, peers, &mut local_value);
         Ok(Planned { table: table_changes, change, tbl, key, local, decision })
     }
 
@@ -221,8 +299,15 @@ impl Applier<'_> {
             self.user.execute_batch("BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON;")?;
         }
         let result = (|| -> Result<(), ApplyError> {
+            let mut began = Instant::now();
             for p in planned {
                 outcomes.push(self.carry_out(p, remote, peers)?);
+                if needs_write && began.elapsed() > WRITE_TIME {
+                    // Let the application in; the chunk stays pending in
+                    // the state until all of it is recorded.
+                    self.user.execute_batch("COMMIT; BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON;")?;
+                    began = Instant::now();
+                }
             }
             Ok(())
         })();
@@ -281,7 +366,7 @@ impl Applier<'_> {
                 let known_hash = p.local.as_ref().map(|l| l.hash);
                 match current {
                     Some(values) if Some(row_hash(table, &values)) == known_hash => {
-                        update_row(self.user, table, &key_values, columns)?;
+                        self.update_row(table, &key_values, columns)?;
                         let mut after = values.clone();
                         for (i, v) in columns {
                             after[*i] = v.clone();
@@ -298,7 +383,7 @@ impl Applier<'_> {
                     }
                 }
             }
-            Action::Write { insert: true, columns } => match insert_row(self.user, table, columns) {
+            Action::Write { insert: true, columns } => match self.insert_row(table, columns) {
                 Ok(()) => {
                     let after = if columns.len() == table.columns.len() {
                         let mut v = vec![Value::Null; table.columns.len()];
@@ -484,32 +569,6 @@ fn read_column(user: &Connection, table: &Table, key: &[Value], col: usize) -> V
     user.prepare_cached(&sql)
         .and_then(|mut s| s.query_row(rusqlite::params_from_iter(key.iter()), |r| Ok(Value::from_ref(r.get_ref(0)?))))
         .unwrap_or(Value::Null)
-}
-
-fn update_row(user: &Connection, table: &Table, key: &[Value], columns: &[(usize, Value)]) -> rusqlite::Result<()> {
-    let sets: Vec<String> = columns
-        .iter()
-        .enumerate()
-        .map(|(n, (i, _))| format!("{} = ?{}", quote_ident(&table.columns[*i].name), n + 1))
-        .collect();
-    let sql = format!(
-        "UPDATE main.{} SET {} WHERE {}",
-        quote_ident(&table.name),
-        sets.join(", "),
-        table.key_predicate(columns.len() + 1)
-    );
-    let params = columns.iter().map(|(_, v)| v).chain(key.iter());
-    user.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params))?;
-    Ok(())
-}
-
-fn insert_row(user: &Connection, table: &Table, columns: &[(usize, Value)]) -> rusqlite::Result<()> {
-    let names: Vec<String> = columns.iter().map(|(i, _)| quote_ident(&table.columns[*i].name)).collect();
-    let marks: Vec<String> = (1..=columns.len()).map(|n| format!("?{n}")).collect();
-    let sql =
-        format!("INSERT INTO main.{}({}) VALUES({})", quote_ident(&table.name), names.join(", "), marks.join(", "));
-    user.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(columns.iter().map(|(_, v)| v)))?;
-    Ok(())
 }
 
 fn delete_row(user: &Connection, table: &Table, key: &[Value]) -> rusqlite::Result<()> {

@@ -255,6 +255,9 @@ impl Engine {
             policy_for,
             peer_names: &self.peer_names,
             self_peer,
+            policies: HashMap::new(),
+            empty_tables: Default::default(),
+            last_sql: Default::default(),
         }
     }
 
@@ -438,10 +441,13 @@ impl Engine {
             self.state.transaction(|s| s.begin_inflight(peer, seq, &body_bytes))?;
             let config = self.config.clone();
             let policy_for = move |t: &str| config.policy_for(t);
+            self.state.set_durable(false)?;
             let stats = {
                 let mut ap = self.applier(tables, &policy_for);
-                ap.apply_batch(peer, &header.peer_name, &body, Origin::Batch { seq }, 0)?
+                ap.apply_batch(peer, &header.peer_name, &body, Origin::Batch { seq }, 0)
             };
+            self.state.set_durable(true)?;
+            let stats = stats?;
             self.hlc.observe(body.clock);
             self.state.set_meta("hlc", self.hlc.last() as i64)?;
             report.applied += stats;

@@ -147,10 +147,10 @@ pub fn decide(
     let wins = |theirs: Version, ours: Version| -> bool { remote_wins(policy, theirs, ours, remote, peers) };
 
     // Remote columns that exist here: (local index, name hash, value).
-    let mapped: Vec<(usize, u64, Value)> = changes
+    let mapped: Vec<(usize, u64, &Value)> = changes
         .named_values(op)
         .into_iter()
-        .filter_map(|(name, v)| table.column_index(name).map(|i| (i, value::hash_name(name), v.clone())))
+        .filter_map(|(name, v)| table.column_index(name).map(|i| (i, value::hash_name(name), v)))
         .collect();
     let remote_image = || -> Vec<(String, Value)> {
         changes.named_values(op).into_iter().map(|(n, v)| (n.to_string(), v.clone())).collect()
@@ -251,14 +251,14 @@ pub fn decide(
     }
 }
 
-fn insert(table: &Table, mapped: &[(usize, u64, Value)], version: Version, conflicts: Vec<ConflictNote>) -> Decision {
+fn insert(table: &Table, mapped: &[(usize, u64, &Value)], version: Version, conflicts: Vec<ConflictNote>) -> Decision {
     let cols = mapped
         .iter()
         .map(|(_, name_hash, v)| ColState { name_hash: *name_hash, value_hash: value::hash_value(v.as_ref()), version })
         .collect();
     let _ = table;
     Decision {
-        action: Action::Write { insert: true, columns: mapped.iter().map(|(i, _, v)| (*i, v.clone())).collect() },
+        action: Action::Write { insert: true, columns: mapped.iter().map(|(i, _, v)| (*i, (*v).clone())).collect() },
         new_state: Some(RowState { hash: 0, deleted: None, cols }),
         conflicts,
     }
@@ -266,7 +266,7 @@ fn insert(table: &Table, mapped: &[(usize, u64, Value)], version: Version, confl
 
 fn decide_columns(
     table: &Table,
-    mapped: &[(usize, u64, Value)],
+    mapped: &[(usize, u64, &Value)],
     row: &RowState,
     version: Version,
     seen: &dyn Fn(Version) -> bool,
@@ -294,7 +294,7 @@ fn decide_columns(
                 } else {
                     ConflictNote {
                         column,
-                        loser: Loser::Remote(vec![(table.columns[*i].name.clone(), v.clone())]),
+                        loser: Loser::Remote(vec![(table.columns[*i].name.clone(), (*v).clone())]),
                         loser_version: version,
                         winner_version: c.version,
                         reason: "the same column edited here and by a peer",
@@ -305,7 +305,7 @@ fn decide_columns(
         };
         if apply {
             new_state.set_col(ColState { name_hash: *name_hash, value_hash: value::hash_value(v.as_ref()), version });
-            writes.push((*i, v.clone()));
+            writes.push((*i, (*v).clone()));
         }
     }
     if writes.is_empty() {
@@ -318,7 +318,7 @@ fn decide_columns(
 fn decide_whole_row(
     table: &Table,
     ts_column: &str,
-    mapped: &[(usize, u64, Value)],
+    mapped: &[(usize, u64, &Value)],
     row: &RowState,
     version: Version,
     seen: &dyn Fn(Version) -> bool,
@@ -335,7 +335,7 @@ fn decide_whole_row(
         }
         s
     };
-    let write = Action::Write { insert: false, columns: mapped.iter().map(|(i, _, v)| (*i, v.clone())).collect() };
+    let write = Action::Write { insert: false, columns: mapped.iter().map(|(i, _, v)| (*i, (*v).clone())).collect() };
     let Some(local_v) = newest_unseen else {
         if row.cols.iter().all(|c| c.version == version) {
             return Decision::of(Action::Skip);
@@ -345,7 +345,7 @@ fn decide_whole_row(
     let remote_ts = mapped
         .iter()
         .find(|(i, _, _)| table.columns[*i].name == ts_column)
-        .map(|(_, _, v)| v.clone())
+        .map(|(_, _, v)| (*v).clone())
         .unwrap_or(Value::Null);
     let local_ts = table.column_index(ts_column).map(&mut *local_value).unwrap_or(Value::Null);
     let remote_won = match sqlite_compare(&remote_ts, &local_ts) {

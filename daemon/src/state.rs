@@ -205,6 +205,13 @@ impl State {
         Ok(())
     }
 
+    /// Whether commits wait for the disk. Recording applied changes need not:
+    /// a lost commit is redone from the batch, which stays in the hub. The
+    /// outbox must: its sequence numbers are published right after.
+    pub fn set_durable(&self, durable: bool) -> Result<()> {
+        self.conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
+    }
+
     /// Runs `f` in one write transaction of the state.
     pub fn transaction<T, E: From<rusqlite::Error>>(
         &mut self,
@@ -320,6 +327,11 @@ impl State {
     pub fn forget_row(&self, tbl: i64, key: &[u8]) -> Result<()> {
         self.conn.prepare_cached("DELETE FROM rows WHERE tbl = ?1 AND key = ?2")?.execute(params![tbl, key])?;
         Ok(())
+    }
+
+    /// True when the state knows any row (or tombstone) of this table.
+    pub fn has_rows(&self, tbl: i64) -> Result<bool> {
+        self.conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM rows WHERE tbl = ?1)")?.query_row([tbl], |r| r.get(0))
     }
 
     pub fn live_row_count(&self) -> Result<u64> {
