@@ -21,15 +21,25 @@
 //!
 //! The header is a JSON object with the fields of [`Header`] (`kind` is
 //! `"batch"` or `"snapshot"`, `body_len` the length of the *uncompressed*
-//! body, `body_sha256` its lowercase hex SHA-256, `meta` free-form or `null`).
-//! Its **last** member is `"header_sha256"`: the lowercase hex SHA-256 of
-//! every byte of the frame content before the `,` that introduces that
-//! member (the magic, the version, and the JSON text up to there). It makes
-//! a damaged header an error instead of a different header. The JSON may be
-//! followed by ASCII spaces, which pad the header of a streamed file to the
-//! size reserved for it. Readers ignore unknown JSON members.
+//! body, `body_sha256` its lowercase hex SHA-256, `meta` free-form or `null`),
+//! then two members that are not part of [`Header`]:
 //!
-//! The body frame records its content size and a zstd content checksum.
+//! - `"frame_xxh3"`: 16 lowercase hex digits, the XXH3-64 of the body's
+//!   zstd frame as stored, from its magic to its last byte. zstd ignores
+//!   some bits of its own format (padding in its table descriptions), so
+//!   without this a flipped bit there would go unnoticed; with it, any
+//!   change to any byte of the file is an error.
+//! - `"header_sha256"`, always the **last** member: the lowercase hex
+//!   SHA-256 of every byte of the frame content before the `,` that
+//!   introduces it (the magic, the version, and the JSON text up to there).
+//!   It makes a damaged header an error instead of a different header.
+//!
+//! The JSON may be followed by ASCII spaces, which pad the header of a
+//! streamed file to the size reserved for it. Readers ignore unknown JSON
+//! members (the checksum still covers them).
+//!
+//! The body frame carries no dictionary id, and always its content size
+//! (equal to `body_len`) and a zstd content checksum.
 //! zstd skips skippable frames, so `zstd -d x.snap -o x.db` gives the plain
 //! body (a SQLite file for a snapshot) to a person who has only zstd.
 
@@ -38,9 +48,13 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 const SKIPPABLE_MAGIC: [u8; 4] = 0x184D_2A5B_u32.to_le_bytes();
 const ZSTD_FRAME_MAGIC: [u8; 4] = 0xFD2F_B528_u32.to_le_bytes();
+/// The longest zstd frame header: magic, descriptor, window, dictionary
+/// id, content size.
+const MAX_FRAME_HEADER: usize = 4 + 1 + 1 + 4 + 8;
 const MAGIC: &[u8; 8] = b"SYNCDHUB";
 /// Bytes of the skippable-frame prefix: magic and content length.
 const FRAME_PREFIX: usize = 8;
@@ -48,6 +62,7 @@ const FRAME_PREFIX: usize = 8;
 const CONTENT_PREFIX: usize = MAGIC.len() + 2;
 const CHECKSUM_HEAD: &[u8] = b",\"header_sha256\":\"";
 const CHECKSUM_TAIL: &[u8] = b"\"}";
+const FRAME_HASH_HEAD: &[u8] = b",\"frame_xxh3\":\"";
 /// `,"header_sha256":"<64 hex>"}`
 const CHECKSUM_MEMBER: usize = CHECKSUM_HEAD.len() + 64 + CHECKSUM_TAIL.len();
 
@@ -146,18 +161,20 @@ pub enum ContainerError {
 
 // ---------------------------------------------------------------- writing
 
-/// The skippable frame's content: magic, version, JSON ending in its own
-/// checksum member, then `pad_to - len` spaces.
-fn header_content(header: &Header, pad_to: usize) -> Vec<u8> {
+/// The skippable frame's content: magic, version, JSON ending with the body
+/// frame's hash and the header's own checksum, then `pad_to - len` spaces.
+fn header_content(header: &Header, frame_xxh3: u64, pad_to: usize) -> Vec<u8> {
     let json =
         serde_json::to_vec(header).expect("a Header serializes: every field is a string, a number or a JSON value");
-    // serde_json writes a struct as one object; the checksum member goes
-    // where its closing brace was.
+    // serde_json writes a struct as one object; the extra members go where
+    // its closing brace was.
     let open = json.strip_suffix(b"}").expect("serde_json closes a struct's object with `}`");
     let mut content = Vec::with_capacity(CONTENT_PREFIX + json.len() + CHECKSUM_MEMBER);
     content.extend_from_slice(MAGIC);
     content.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     content.extend_from_slice(open);
+    content.extend_from_slice(FRAME_HASH_HEAD);
+    content.extend_from_slice(format!("{frame_xxh3:016x}\"").as_bytes());
     let digest = hex(&Sha256::digest(&content));
     content.extend_from_slice(CHECKSUM_HEAD);
     content.extend_from_slice(digest.as_bytes());
@@ -188,10 +205,10 @@ pub fn encode(header: &Header, body: &[u8], level: i32) -> Vec<u8> {
     let mut header = header.clone();
     header.body_len = body.len() as u64;
     header.body_sha256 = hex(&Sha256::digest(body));
-    let mut out = header_frame(&header_content(&header, 0));
     let mut compressor = zstd::bulk::Compressor::new(level).expect("zstd accepts any level (it clamps it)");
     compressor.include_checksum(true).expect("the checksum flag is a valid zstd parameter");
     let compressed = compressor.compress(body).expect("compressing into a buffer sized by zstd's bound does not fail");
+    let mut out = header_frame(&header_content(&header, xxh3_64(&compressed), 0));
     out.extend_from_slice(&compressed);
     out
 }
@@ -240,11 +257,11 @@ fn encode_file_to(
     let mut header = header.clone();
     header.body_len = u64::MAX;
     header.body_sha256 = "0".repeat(64);
-    let reserved = header_content(&header, 0).len();
+    let reserved = header_content(&header, 0, 0).len();
 
-    let out = File::create(tmp)?;
-    let mut out = BufWriter::with_capacity(1 << 20, out);
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
     out.write_all(&vec![0u8; FRAME_PREFIX + reserved])?;
+    let out = FrameHashingWriter { inner: out, hash: Xxh3::new() };
     let mut encoder = zstd::stream::write::Encoder::new(out, level)?;
     encoder.include_checksum(true)?;
     // Single-threaded compression is still correct, only slower, so a zstd
@@ -263,11 +280,12 @@ fn encode_file_to(
         Ok(())
     })?;
     let out = encoder.finish()?;
-    let mut file = out.into_inner().map_err(|e| e.into_error())?;
+    let frame_xxh3 = out.hash.digest();
+    let mut file = out.inner.into_inner().map_err(|e| e.into_error())?;
 
     header.body_len = len;
     header.body_sha256 = sha256;
-    let content = header_content(&header, reserved);
+    let content = header_content(&header, frame_xxh3, reserved);
     assert_eq!(content.len(), reserved, "a header never outgrows its widest form");
     file.seek(SeekFrom::Start(0))?;
     file.write_all(&header_frame(&content))?;
@@ -281,7 +299,7 @@ fn encode_file_to(
 /// for listing files without downloading them. Verifies the header's own
 /// checksum but nothing of the body, and nothing about where the file is.
 pub fn read_header(prefix: &[u8]) -> Result<Header, ContainerError> {
-    parse_header(prefix).map(|(header, _)| header)
+    parse_header(prefix).map(|parsed| parsed.header)
 }
 
 /// How many bytes at the start of a file hold the header, from its first
@@ -310,15 +328,27 @@ fn check_magic(prefix: &[u8]) -> Result<(), ContainerError> {
     if ours[..n] != MAGIC[..n] {
         return Err(ContainerError::NotASyncdFile);
     }
-    if prefix.len() < 4 {
-        return Err(ContainerError::Truncated);
-    }
     Ok(())
 }
 
-/// Parses and verifies the header frame; returns the header and the offset
-/// of the body frame.
-fn parse_header(bytes: &[u8]) -> Result<(Header, usize), ContainerError> {
+/// What the header frame says beyond [`Header`].
+struct Parsed {
+    header: Header,
+    /// XXH3-64 of the body frame.
+    frame_xxh3: u64,
+    /// Offset of the body frame.
+    body_start: usize,
+}
+
+/// The members of the header JSON that are not part of [`Header`] and that
+/// a reader needs.
+#[derive(Deserialize)]
+struct Extra {
+    frame_xxh3: String,
+}
+
+/// Parses and verifies the header frame.
+fn parse_header(bytes: &[u8]) -> Result<Parsed, ContainerError> {
     let end = header_frame_len(bytes)?;
     let content = bytes.get(FRAME_PREFIX..).unwrap_or_default();
     // The version decides the layout of everything after it, so a newer
@@ -338,11 +368,11 @@ fn parse_header(bytes: &[u8]) -> Result<(Header, usize), ContainerError> {
     if content.len() < CONTENT_PREFIX {
         return Err(ContainerError::BadHeader(format!("its frame holds only {} bytes", content.len())));
     }
-    let header = verify_header_content(content)?;
-    Ok((header, end))
+    let (header, frame_xxh3) = verify_header_content(content)?;
+    Ok(Parsed { header, frame_xxh3, body_start: end })
 }
 
-fn verify_header_content(content: &[u8]) -> Result<Header, ContainerError> {
+fn verify_header_content(content: &[u8]) -> Result<(Header, u64), ContainerError> {
     let unpadded = content.len() - content.iter().rev().take_while(|&&b| b == b' ').count();
     let signed_len = unpadded
         .checked_sub(CHECKSUM_MEMBER)
@@ -356,8 +386,10 @@ fn verify_header_content(content: &[u8]) -> Result<Header, ContainerError> {
     if hex(&Sha256::digest(&content[..signed_len])).as_bytes() != digest {
         return Err(ContainerError::Checksum);
     }
-    let header: Header = serde_json::from_slice(&content[CONTENT_PREFIX..])
-        .map_err(|e| ContainerError::BadHeader(format!("invalid JSON: {e}")))?;
+    let json = &content[CONTENT_PREFIX..];
+    let bad_json = |e: serde_json::Error| ContainerError::BadHeader(format!("invalid JSON: {e}"));
+    let header: Header = serde_json::from_slice(json).map_err(bad_json)?;
+    let extra: Extra = serde_json::from_slice(json).map_err(bad_json)?;
     // The checksum proves these bytes are what a writer wrote; these
     // checks catch a writer that broke the contract.
     if !is_lower_hex(header.peer_id.as_bytes(), 32) {
@@ -366,7 +398,11 @@ fn verify_header_content(content: &[u8]) -> Result<Header, ContainerError> {
     if !is_lower_hex(header.body_sha256.as_bytes(), 64) {
         return Err(ContainerError::BadHeader("body checksum is not 64 lowercase hex digits".into()));
     }
-    Ok(header)
+    let frame_xxh3 = Some(extra.frame_xxh3.as_bytes())
+        .filter(|h| is_lower_hex(h, 16))
+        .and_then(|_| u64::from_str_radix(&extra.frame_xxh3, 16).ok())
+        .ok_or_else(|| ContainerError::BadHeader("frame hash is not 16 lowercase hex digits".into()))?;
+    Ok((header, frame_xxh3))
 }
 
 fn check_expected(header: &Header, expect: &Expect<'_>) -> Result<(), ContainerError> {
@@ -393,18 +429,19 @@ fn check_expected(header: &Header, expect: &Expect<'_>) -> Result<(), ContainerE
 }
 
 /// Decodes a whole file in memory (change batches) and verifies everything:
-/// the header, that it matches `expect`, and the body's length and SHA-256.
-/// Returns the body only once all of it is verified.
+/// the header and its checksum, that it matches `expect`, the hash of the
+/// compressed frame, and the body's length and SHA-256. Returns the body
+/// only once all of it is verified.
 pub fn decode(bytes: &[u8], expect: &Expect<'_>) -> Result<(Header, Vec<u8>), ContainerError> {
-    let (header, start) = parse_header(bytes)?;
+    let Parsed { header, frame_xxh3, body_start } = parse_header(bytes)?;
     check_expected(&header, expect)?;
     let too_large = ContainerError::TooLarge { found: header.body_len, limit: MAX_IN_MEMORY_BODY };
     if header.body_len > MAX_IN_MEMORY_BODY {
         return Err(too_large);
     }
     let target = usize::try_from(header.body_len).map_err(|_| too_large)?;
-    let body = &bytes[start..];
-    let mut decoder = body_decoder(body, body)?;
+    let frame = &bytes[body_start..];
+    let mut decoder = body_decoder(frame, header.body_len, frame)?;
 
     // A forged or damaged length must not make us allocate more than it
     // says, nor a small file expand into an arbitrary amount of memory:
@@ -431,16 +468,17 @@ pub fn decode(bytes: &[u8], expect: &Expect<'_>) -> Result<(Header, Vec<u8>), Co
     let extra = read_body(&mut decoder, &mut probe, |_| None)?;
     check_len(header.body_len, filled as u64 + extra as u64)?;
     check_nothing_after(decoder.finish())?;
-    if hex(&Sha256::digest(&body)) != header.body_sha256 {
+    if xxh3_64(frame) != frame_xxh3 || hex(&Sha256::digest(&body)) != header.body_sha256 {
         return Err(ContainerError::Checksum);
     }
     Ok((header, body))
 }
 
 /// Decompresses and verifies the container file `src` into the plain file
-/// `dst`, streaming. The body is written to `dst` + `.tmp` and renamed into
-/// place only once its length and SHA-256 are verified and it is flushed;
-/// on any error the temporary file is removed and `dst` is left as it was.
+/// `dst`, streaming, with the same checks as [`decode`]. The body is written
+/// to `dst` + `.tmp` and renamed into place only once everything is
+/// verified and the file is flushed; on any error the temporary file is
+/// removed and `dst` is left as it was.
 pub fn decode_file(src: &Path, dst: &Path, expect: &Expect<'_>) -> Result<Header, ContainerError> {
     let mut source = File::open(src)?;
     let mut head = vec![0u8; FRAME_PREFIX];
@@ -448,26 +486,26 @@ pub fn decode_file(src: &Path, dst: &Path, expect: &Expect<'_>) -> Result<Header
     let len = header_frame_len(&head)?;
     head.resize(len, 0);
     read_exact_or_truncated(&mut source, &mut head[FRAME_PREFIX..])?;
-    let (header, _) = parse_header(&head)?;
+    let Parsed { header, frame_xxh3, .. } = parse_header(&head)?;
     check_expected(&header, expect)?;
 
     let tmp = temp_path(dst);
-    let decoded = decode_body_to(&header, source, &tmp).and_then(|()| Ok(finish_temp(&tmp, dst)?));
+    let decoded = decode_body_to(&header, frame_xxh3, source, &tmp).and_then(|()| Ok(finish_temp(&tmp, dst)?));
     if decoded.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     decoded.map(|()| header)
 }
 
-fn decode_body_to(header: &Header, mut source: File, tmp: &Path) -> Result<(), ContainerError> {
-    let mut magic = [0u8; ZSTD_FRAME_MAGIC.len()];
-    read_exact_or_truncated(&mut source, &mut magic)?;
-    source.seek(SeekFrom::Current(-(magic.len() as i64)))?;
-    let source = BufReader::with_capacity(1 << 20, IoErrorKeeper { inner: source, error: None });
-    let mut decoder = body_decoder(&magic, source)?;
+fn decode_body_to(header: &Header, frame_xxh3: u64, mut source: File, tmp: &Path) -> Result<(), ContainerError> {
+    let mut first = [0u8; MAX_FRAME_HEADER];
+    let peeked = read_full(&mut source, &mut first)?;
+    source.seek(SeekFrom::Current(-(peeked as i64)))?;
+    let source = BufReader::with_capacity(1 << 20, FrameReader { inner: source, error: None, hash: Xxh3::new() });
+    let mut decoder = body_decoder(&first[..peeked], header.body_len, source)?;
     let mut out = BufWriter::with_capacity(1 << 20, File::create(tmp)?);
     let mut produced = 0u64;
-    let take_io_error = |d: &mut BodyDecoder<BufReader<IoErrorKeeper<File>>>| d.get_mut().get_mut().error.take();
+    let take_io_error = |d: &mut BodyDecoder<BufReader<FrameReader<File>>>| d.get_mut().get_mut().error.take();
     let (len, sha256) = stream_hashing(
         &mut |buf| {
             let n = read_full_body(&mut decoder, buf, take_io_error)?;
@@ -483,8 +521,11 @@ fn decode_body_to(header: &Header, mut source: File, tmp: &Path) -> Result<(), C
         &mut |data| Ok(out.write_all(data)?),
     )?;
     check_len(header.body_len, len)?;
-    check_nothing_after(decoder.finish())?;
-    if sha256 != header.body_sha256 {
+    let mut rest = decoder.finish();
+    check_nothing_after(&mut rest)?;
+    // Everything after the header went through the FrameReader, and
+    // nothing follows the frame: its hash is the frame's.
+    if rest.get_ref().hash.digest() != frame_xxh3 || sha256 != header.body_sha256 {
         return Err(ContainerError::Checksum);
     }
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
@@ -494,16 +535,54 @@ fn decode_body_to(header: &Header, mut source: File, tmp: &Path) -> Result<(), C
 type BodyDecoder<R> = zstd::stream::read::Decoder<'static, R>;
 
 /// A decoder for exactly one ordinary zstd frame at the start of `source`,
-/// whose first bytes are `first` (peeked by the caller).
-fn body_decoder<R: BufRead>(first: &[u8], source: R) -> Result<BodyDecoder<R>, ContainerError> {
-    let Some(magic) = first.get(..ZSTD_FRAME_MAGIC.len()) else {
+/// whose first bytes are `first` (peeked by the caller). The frame header
+/// must be one that syncd writes.
+fn body_decoder<R: BufRead>(first: &[u8], body_len: u64, source: R) -> Result<BodyDecoder<R>, ContainerError> {
+    check_frame_header(first, body_len)?;
+    Ok(zstd::stream::read::Decoder::with_buffer(source)?.single_frame())
+}
+
+/// Checks the zstd frame header of the body (RFC 8878 §3.1.1.1) beyond
+/// what zstd checks: zstd ignores the unused bit and trusts the content
+/// size, so a flip there would otherwise go unnoticed. syncd's frames
+/// carry no dictionary id, always a content checksum, and always a content
+/// size, which must be the header's `body_len`.
+fn check_frame_header(first: &[u8], body_len: u64) -> Result<(), ContainerError> {
+    let Some(magic) = first.get(..4) else {
         return Err(ContainerError::Truncated);
     };
     // A skippable or any other kind of frame in place of the body is damage.
     if magic != ZSTD_FRAME_MAGIC {
         return Err(ContainerError::Checksum);
     }
-    Ok(zstd::stream::read::Decoder::with_buffer(source)?.single_frame())
+    let Some(&descriptor) = first.get(4) else {
+        return Err(ContainerError::Truncated);
+    };
+    const UNUSED_RESERVED_DICTIONARY: u8 = 0b0001_1011;
+    const CHECKSUM: u8 = 0b0000_0100;
+    if descriptor & UNUSED_RESERVED_DICTIONARY != 0 || descriptor & CHECKSUM == 0 {
+        return Err(ContainerError::Checksum);
+    }
+    let single_segment = descriptor & 0b0010_0000 != 0;
+    let size_bytes = match descriptor >> 6 {
+        0 if single_segment => 1,
+        0 => return Err(ContainerError::Checksum),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let at = 5 + usize::from(!single_segment);
+    let Some(size) = first.get(at..at + size_bytes) else {
+        return Err(ContainerError::Truncated);
+    };
+    let mut le = [0u8; 8];
+    le[..size_bytes].copy_from_slice(size);
+    // The 2-byte form stores the size minus 256.
+    let size = u64::from_le_bytes(le) + if size_bytes == 2 { 256 } else { 0 };
+    if size != body_len {
+        return Err(ContainerError::Length { expected: body_len, found: size });
+    }
+    Ok(())
 }
 
 /// Reads decompressed bytes, telling a file that ends early (`Truncated`)
@@ -565,20 +644,47 @@ fn check_nothing_after(mut rest: impl BufRead) -> Result<(), ContainerError> {
     if rest.fill_buf()?.is_empty() { Ok(()) } else { Err(ContainerError::Checksum) }
 }
 
-/// Remembers the I/O error of the file under the decoder, so that a disk
-/// error is reported as one and not as a damaged file.
-struct IoErrorKeeper<R> {
+/// The file under the decoder: hashes every byte read from it, and
+/// remembers its I/O error so that a disk error is reported as one and not
+/// as a damaged file.
+struct FrameReader<R> {
     inner: R,
     error: Option<io::Error>,
+    hash: Xxh3,
 }
 
-impl<R: Read> Read for IoErrorKeeper<R> {
+impl<R: Read> Read for FrameReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            if e.kind() != io::ErrorKind::Interrupted {
-                self.error = Some(io::Error::new(e.kind(), e.to_string()));
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hash.update(&buf[..n]);
+                Ok(n)
             }
-        })
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.error = Some(io::Error::new(e.kind(), e.to_string()));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The file under the encoder: hashes the body frame as it is written.
+struct FrameHashingWriter<W> {
+    inner: W,
+    hash: Xxh3,
+}
+
+impl<W: Write> Write for FrameHashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -647,13 +753,15 @@ fn temp_path(dst: &Path) -> PathBuf {
 /// rename itself durable where the platform allows it.
 fn finish_temp(tmp: &Path, dst: &Path) -> io::Result<()> {
     std::fs::rename(tmp, dst)?;
+    // Best effort: `dst` is already replaced by a verified file, so failing
+    // now would report an error about a destination that has changed.
     #[cfg(unix)]
     {
         let dir = match dst.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        File::open(dir)?.sync_all()?;
+        let _ = File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
 }

@@ -25,6 +25,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tracing::{debug, info, info_span, warn};
 
+mod backup;
+pub use backup::CleanupOutcome;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("database {name}: {path}: {reason}")]
@@ -39,6 +42,8 @@ pub enum EngineError {
     Publish(#[from] PublishError),
     #[error(transparent)]
     Hub(#[from] HubError),
+    #[error("{0}")]
+    Snapshot(String),
 }
 
 /// What one cycle did.
@@ -97,6 +102,24 @@ impl Engine {
         identity: &Identity,
         hub: Arc<dyn Hub>,
     ) -> Result<Engine, EngineError> {
+        let state_dir = config.state_dir();
+        std::fs::create_dir_all(&state_dir).map_err(|e| EngineError::Open {
+            name: db.name.clone(),
+            path: state_dir.clone(),
+            reason: format!("cannot create the state directory: {e}"),
+        })?;
+        let state_path = state_dir.join(format!("{}.state.sqlite", db.name));
+        Engine::open_at(db, identity, hub, state_path, config.heartbeat_secs as i64 * 1000)
+    }
+
+    /// Opens with an explicit state file (a rebuild uses a temporary one).
+    fn open_at(
+        db: &DatabaseConfig,
+        identity: &Identity,
+        hub: Arc<dyn Hub>,
+        state_path: PathBuf,
+        heartbeat_every_ms: i64,
+    ) -> Result<Engine, EngineError> {
         let open_err = |reason: String| EngineError::Open { name: db.name.clone(), path: db.path.clone(), reason };
         if !db.path.exists() {
             return Err(open_err(
@@ -109,9 +132,6 @@ impl Engine {
         user.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| open_err(e.to_string()))?;
         user.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
             .map_err(|e| open_err(format!("not a readable SQLite database ({e})")))?;
-        let state_dir = config.state_dir();
-        std::fs::create_dir_all(&state_dir).map_err(|e| open_err(format!("cannot create the state directory: {e}")))?;
-        let state_path = state_dir.join(format!("{}.state.sqlite", db.name));
         let mut state = State::open(&state_path)?;
         state.peer_index(&identity.peer_id)?;
         let hlc = Hlc::new(state.meta::<i64>("hlc")?.unwrap_or(0) as u64);
@@ -135,7 +155,7 @@ impl Engine {
             schema_version: None,
             peer_names,
             cycles: 0,
-            heartbeat_every_ms: config.heartbeat_secs as i64 * 1000,
+            heartbeat_every_ms,
             last_heartbeat: None,
             fresh_heartbeats: None,
             instance: rand::random::<[u8; 8]>().iter().map(|b| format!("{b:02x}")).collect(),

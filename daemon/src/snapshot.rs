@@ -68,19 +68,20 @@ pub fn strip_excluded(copy: &Path, exclusions: &Exclusions) -> Result<(), Snapsh
         conn.execute_batch(&format!("DROP TABLE IF EXISTS main.{}", quote_ident(table)))?;
     }
     for (table, column) in &exclusions.columns {
-        let exists: i64 = conn.query_row(
-            "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
-            [table, column],
-            |r| r.get(0),
-        )?;
+        let exists: i64 =
+            conn.query_row("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2", [table, column], |r| {
+                r.get(0)
+            })?;
         if exists > 0 {
             // Triggers of the application must not react to our scrubbing.
-            conn.execute_batch(&format!(
-                "UPDATE main.{} SET {} = NULL",
-                quote_ident(table),
-                quote_ident(column)
-            ))
-            .or_else(|_| conn.execute_batch(&format!("ALTER TABLE main.{} DROP COLUMN {}", quote_ident(table), quote_ident(column))))?;
+            conn.execute_batch(&format!("UPDATE main.{} SET {} = NULL", quote_ident(table), quote_ident(column)))
+                .or_else(|_| {
+                    conn.execute_batch(&format!(
+                        "ALTER TABLE main.{} DROP COLUMN {}",
+                        quote_ident(table),
+                        quote_ident(column)
+                    ))
+                })?;
         }
     }
     // VACUUM rewrites every page, so nothing of the removed data survives in
@@ -130,7 +131,13 @@ pub fn list(hub: &dyn Hub, database: &str) -> Result<Vec<SnapshotEntry>, Snapsho
         for HubEntry { name, size, .. } in hub.list(&dir, None)? {
             if let NameKind::Snapshot { database: db, peer_name, created_ms } = names::classify(&name) {
                 if db == database {
-                    out.push(SnapshotEntry { path: format!("{dir}/{name}"), peer_id: peer.clone(), peer_name, created_ms, size });
+                    out.push(SnapshotEntry {
+                        path: format!("{dir}/{name}"),
+                        peer_id: peer.clone(),
+                        peer_name,
+                        created_ms,
+                        size,
+                    });
                 }
             }
         }
@@ -148,7 +155,13 @@ pub fn find(hub: &dyn Hub, database: &str, id: &str) -> Result<SnapshotEntry, Sn
 }
 
 /// Downloads and verifies a snapshot into a plain SQLite file at `dest`.
-pub fn download(hub: &dyn Hub, entry: &SnapshotEntry, database: &str, work_dir: &Path, dest: &Path) -> Result<Header, SnapshotError> {
+pub fn download(
+    hub: &dyn Hub,
+    entry: &SnapshotEntry,
+    database: &str,
+    work_dir: &Path,
+    dest: &Path,
+) -> Result<Header, SnapshotError> {
     std::fs::create_dir_all(work_dir)?;
     let packed = work_dir.join(".download.snap");
     hub.get_to_file(&entry.path, &packed)?;
@@ -176,11 +189,18 @@ pub fn restore_into(user: &mut Connection, source: &Path, exclusions: &Exclusion
     let live = user.path().map(PathBuf::from).unwrap_or_default();
     src.execute("ATTACH DATABASE ?1 AS live", [live.display().to_string()])?;
     for table in &exclusions.tables {
-        let exists: i64 = src.query_row("SELECT count(*) FROM live.sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))?;
+        let exists: i64 = src.query_row(
+            "SELECT count(*) FROM live.sqlite_schema WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get(0),
+        )?;
         if exists == 0 {
             continue;
         }
-        let sql: String = src.query_row("SELECT sql FROM live.sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| r.get(0))?;
+        let sql: String =
+            src.query_row("SELECT sql FROM live.sqlite_schema WHERE type = 'table' AND name = ?1", [table], |r| {
+                r.get(0)
+            })?;
         src.execute_batch(&format!("DROP TABLE IF EXISTS main.{}", quote_ident(table)))?;
         src.execute_batch(&sql)?;
         src.execute_batch(&format!("INSERT INTO main.{0} SELECT * FROM live.{0}", quote_ident(table)))?;
@@ -193,7 +213,8 @@ pub fn restore_into(user: &mut Connection, source: &Path, exclusions: &Exclusion
         if pk.is_empty() {
             continue;
         }
-        let join: Vec<String> = pk.iter().map(|c| format!("l.{0} IS main.{1}.{0}", quote_ident(c), quote_ident(table))).collect();
+        let join: Vec<String> =
+            pk.iter().map(|c| format!("l.{0} IS main.{1}.{0}", quote_ident(c), quote_ident(table))).collect();
         let _ = src.execute_batch(&format!(
             "UPDATE main.{t} SET {c} = (SELECT l.{c} FROM live.{t} AS l WHERE {j})",
             t = quote_ident(table),

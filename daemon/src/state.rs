@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS conflicts(
 CREATE TABLE IF NOT EXISTS parked(
     id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, peer_id TEXT NOT NULL, seq INTEGER NOT NULL,
     tbl TEXT NOT NULL, change BLOB NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS own_snapshots(path TEXT PRIMARY KEY, created_ms INTEGER NOT NULL, covers_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS inflight(
     peer_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, body BLOB NOT NULL,
     done INTEGER NOT NULL, pending_end INTEGER NOT NULL);
@@ -483,6 +484,66 @@ impl State {
 
     pub fn parked_count(&self) -> Result<u64> {
         self.conn.query_row("SELECT count(*) FROM parked", [], |r| r.get::<_, i64>(0).map(|n| n as u64))
+    }
+
+    /// Remembers a snapshot this peer took, and the last own batch it covers.
+    pub fn record_snapshot(&self, path: &str, created_ms: i64, covers_seq: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO own_snapshots(path, created_ms, covers_seq) VALUES(?1, ?2, ?3)",
+            params![path, created_ms, covers_seq as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn own_snapshots(&self) -> Result<Vec<crate::retention::SnapshotFact>> {
+        let mut stmt = self.conn.prepare("SELECT path, created_ms, covers_seq FROM own_snapshots")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(crate::retention::SnapshotFact {
+                    path: r.get(0)?,
+                    created_ms: r.get(1)?,
+                    covers_seq: r.get::<_, i64>(2)? as u64,
+                })
+            })?
+            .collect::<Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn forget_snapshot(&self, path: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM own_snapshots WHERE path = ?1", [path])?;
+        Ok(())
+    }
+
+    /// Makes every live row look changed in every column, so the next
+    /// capture publishes all of them with a new version (`push --force`).
+    pub fn mark_all_rows_changed(&self) -> Result<u64> {
+        Ok(self.conn.execute("UPDATE rows SET hash = 0, cols = x'' WHERE del_clock IS NULL", [])? as u64)
+    }
+
+    /// Takes over the rows, peers, cursors and parked changes of another
+    /// state (a rebuild's), keeping this one's sequence numbers, conflicts
+    /// and snapshots; drops the outbox. The caller reopens the state after.
+    pub fn adopt(&mut self, other: &Path) -> Result<()> {
+        self.conn.execute("ATTACH DATABASE ?1 AS other", [other.display().to_string()])?;
+        let result = self.conn.execute_batch(
+            "BEGIN IMMEDIATE;
+             DELETE FROM rows; DELETE FROM peers; DELETE FROM tables; DELETE FROM cursors;
+             DELETE FROM parked; DELETE FROM inflight; DELETE FROM outbox;
+             INSERT INTO peers SELECT * FROM other.peers;
+             INSERT INTO tables SELECT * FROM other.tables;
+             INSERT INTO rows SELECT * FROM other.rows;
+             INSERT INTO cursors SELECT * FROM other.cursors;
+             INSERT INTO parked SELECT * FROM other.parked;
+             INSERT OR REPLACE INTO meta(key, value)
+                 SELECT 'hlc', max(coalesce((SELECT value FROM main.meta WHERE key = 'hlc'), 0),
+                                   coalesce((SELECT value FROM other.meta WHERE key = 'hlc'), 0));
+             COMMIT;",
+        );
+        if result.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.conn.execute_batch("DETACH DATABASE other")?;
+        result
     }
 
     pub fn inflight(&self) -> Result<Option<Inflight>> {

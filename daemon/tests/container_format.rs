@@ -4,6 +4,7 @@
 //! verified, and a person with only zstd must be able to open a snapshot.
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use syncd::container::{self, ContainerError, Expect, FORMAT_VERSION, FileKind, Header, MAX_IN_MEMORY_BODY};
@@ -54,11 +55,19 @@ fn batch_file(body: &[u8]) -> Vec<u8> {
 }
 
 /// Rewrites the header of `file` as another writer could, with a valid
-/// header checksum: how a file that is wrong but well-formed looks.
+/// header checksum and frame hash: how a file that is wrong but well-formed
+/// looks.
 fn with_header_rewritten(file: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    rewritten(file, edit, |_| {})
+}
+
+fn rewritten(file: &[u8], edit: impl FnOnce(&mut serde_json::Value), edit_frame: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let end = container::header_frame_len(file).unwrap();
+    let mut frame = file[end..].to_vec();
+    edit_frame(&mut frame);
     let mut json: serde_json::Value = serde_json::from_slice(&file[18..end]).unwrap();
     json.as_object_mut().unwrap().remove("header_sha256");
+    json["frame_xxh3"] = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&frame)).into();
     edit(&mut json);
     let text = serde_json::to_vec(&json).unwrap();
     let mut content = b"SYNCDHUB".to_vec();
@@ -69,8 +78,21 @@ fn with_header_rewritten(file: &[u8], edit: impl FnOnce(&mut serde_json::Value))
     let mut out = 0x184D_2A5B_u32.to_le_bytes().to_vec();
     out.extend_from_slice(&(content.len() as u32).to_le_bytes());
     out.extend_from_slice(&content);
-    out.extend_from_slice(&file[end..]);
+    out.extend_from_slice(&frame);
     out
+}
+
+/// Sets the content size recorded in a zstd frame header (RFC 8878).
+fn set_frame_content_size(frame: &mut [u8], size: u64) {
+    let descriptor = frame[4];
+    let single_segment = descriptor & 0x20 != 0;
+    let at = 5 + usize::from(!single_segment);
+    match descriptor >> 6 {
+        1 => frame[at..at + 2].copy_from_slice(&((size - 256) as u16).to_le_bytes()),
+        2 => frame[at..at + 4].copy_from_slice(&(size as u32).to_le_bytes()),
+        3 => frame[at..at + 8].copy_from_slice(&size.to_le_bytes()),
+        _ => frame[at] = size as u8,
+    }
 }
 
 #[test]
@@ -128,6 +150,33 @@ fn every_single_bit_flip_is_an_error() {
         }
     }
     eprintln!("errors for {} flips: {kinds:?}", file.len() * 8);
+}
+
+#[test]
+fn a_streamed_snapshot_detects_every_flip_in_its_header_and_frame_edges() {
+    // Big enough for zstd to describe its window instead of using a single
+    // segment, and written with the padded header of `encode_file`.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("db.sqlite");
+    let body = database_like(3 << 20, 10);
+    std::fs::write(&src, &body).unwrap();
+    let packed = dir.path().join("x.snap");
+    container::encode_file(&header(FileKind::Snapshot), &src, &packed, 3, &mut |_| {}).unwrap();
+    let file = std::fs::read(&packed).unwrap();
+    let header_len = container::header_frame_len(&file).unwrap();
+    assert!(file[..header_len].ends_with(b" "), "the streamed header is padded");
+    assert_eq!(container::decode(&file, &expect_snapshot()).unwrap().1, body);
+
+    let frame_start = header_len..header_len + 32;
+    let frame_end = file.len() - 16..file.len();
+    for i in (0..header_len).chain(frame_start).chain(frame_end) {
+        for bit in 0..8 {
+            let mut damaged = file.clone();
+            damaged[i] ^= 1 << bit;
+            let result = container::decode(&damaged, &expect_snapshot());
+            assert!(result.is_err(), "flip of bit {bit} at byte {i} was accepted");
+        }
+    }
 }
 
 #[test]
@@ -203,7 +252,13 @@ fn a_small_file_that_expands_past_its_declared_length_is_refused() {
     let file = batch_file(&bomb);
     assert!(file.len() < 64 << 10, "{}", file.len());
     let lying = with_header_rewritten(&file, |h| h["body_len"] = 1_000.into());
-    assert!(matches!(container::decode(&lying, &expect_batch()), Err(ContainerError::Length { expected: 1_000, .. })));
+    assert!(matches!(
+        container::decode(&lying, &expect_batch()),
+        Err(ContainerError::Length { expected: 1_000, found }) if found == 64 << 20
+    ));
+    // Even when the zstd frame tells the same lie.
+    let lying = rewritten(&file, |h| h["body_len"] = 1_000.into(), |f| set_frame_content_size(f, 1_000));
+    assert!(container::decode(&lying, &expect_batch()).is_err());
 }
 
 #[test]
@@ -312,12 +367,24 @@ fn a_bad_snapshot_leaves_the_destination_untouched() {
 fn a_lying_snapshot_does_not_fill_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let file = container::encode(&header(FileKind::Snapshot), &vec![0u8; 64 << 20], 3);
-    let lying = with_header_rewritten(&file, |h| h["body_len"] = 1_000.into());
     let src = dir.path().join("x.snap");
-    std::fs::write(&src, &lying).unwrap();
     let dst = dir.path().join("out.db");
+
+    let lying = with_header_rewritten(&file, |h| h["body_len"] = 1_000.into());
+    std::fs::write(&src, &lying).unwrap();
     let err = container::decode_file(&src, &dst, &expect_snapshot()).unwrap_err();
-    assert!(matches!(err, ContainerError::Length { expected: 1_000, found } if found <= 8 << 20), "{err:?}");
+    assert!(matches!(err, ContainerError::Length { expected: 1_000, .. }), "{err:?}");
+    assert!(!dst.exists());
+
+    // The zstd frame tells the same lie: decoding stops within a chunk.
+    let lying = rewritten(&file, |h| h["body_len"] = 1_000.into(), |f| set_frame_content_size(f, 1_000));
+    std::fs::write(&src, &lying).unwrap();
+    let err = container::decode_file(&src, &dst, &expect_snapshot()).unwrap_err();
+    match err {
+        ContainerError::Length { expected: 1_000, found } => assert!(found <= 8 << 20, "{found}"),
+        ContainerError::Checksum => {}
+        other => panic!("{other:?}"),
+    }
     assert!(!dst.exists());
 }
 
@@ -348,6 +415,11 @@ fn damaged_file() -> impl Strategy<Value = (Vec<u8>, Vec<(usize, u8)>, usize)> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
+
     // Guarantee 4 of DESIGN §7: bad input gets an error, never a panic.
     #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {

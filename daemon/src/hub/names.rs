@@ -216,7 +216,7 @@ fn cloud_copy(name: &str) -> Option<String> {
         "a conflict copy made by a file-sync client"
     } else if is_numbered_duplicate(stem) {
         "a numbered duplicate (`x (1)`) made by a file-sync client"
-    } else if known_ext && copy_of_ours(name, ' ').is_some_and(|suffix| is_digits(suffix)) {
+    } else if known_ext && copy_of_ours(name, ' ').is_some_and(is_digits) {
         "a numbered duplicate (`x 2`) made by iCloud"
     } else if known_ext && copy_of_ours(name, '-').is_some() {
         "a copy named after a machine (`x-HOST`) made by OneDrive"
