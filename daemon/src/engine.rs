@@ -26,6 +26,7 @@ use std::sync::Arc;
 use tracing::{debug, info, info_span, warn};
 
 mod backup;
+mod conflicts;
 pub use backup::CleanupOutcome;
 
 #[derive(Debug, thiserror::Error)]

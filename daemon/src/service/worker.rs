@@ -89,7 +89,11 @@ impl Worker {
         let _ = self.jobs.send(Message::Job(Box::new(move |e| {
             queued.store(false, Ordering::Release);
             if e.auto_sync() {
-                let _ = e.run_cycle();
+                if let Ok(report) = e.run_cycle() {
+                    if let Err(err) = e.maintenance_if_due(report.captured) {
+                        tracing::warn!(db = %e.config.name, error = %err, "automatic snapshot or cleanup failed");
+                    }
+                }
             }
         })));
     }
