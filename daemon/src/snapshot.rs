@@ -226,6 +226,6 @@ pub fn restore_into(user: &mut Connection, source: &Path, exclusions: &Exclusion
     drop(src);
     let src = Connection::open(source)?;
     let backup = rusqlite::backup::Backup::new(&src, user)?;
-    backup.run_to_completion(-1, Duration::from_millis(0), None)?;
+    backup.run_to_completion(i32::MAX, Duration::from_millis(0), None)?;
     Ok(())
 }
