@@ -544,7 +544,7 @@ fn complete_state(table: &Table, values: &[Value], state: &mut RowState) {
     state.hash = row_hash(table, values);
 }
 
-fn read_row(user: &Connection, table: &Table, key: &[Value]) -> rusqlite::Result<Option<Vec<Value>>> {
+pub fn read_row(user: &Connection, table: &Table, key: &[Value]) -> rusqlite::Result<Option<Vec<Value>>> {
     let sql = format!(
         "SELECT {} FROM main.{} WHERE {} LIMIT 1",
         table.select_list(),

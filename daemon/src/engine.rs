@@ -27,6 +27,7 @@ use tracing::{debug, info, info_span, warn};
 
 mod backup;
 mod conflicts;
+mod join;
 pub use backup::CleanupOutcome;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,12 @@ pub struct Engine {
     heartbeat_every_ms: i64,
     last_heartbeat: Option<(i64, BTreeMap<String, u64>)>,
     fresh_heartbeats: Option<(i64, Vec<Heartbeat>)>,
+    /// The last batch each peer says it published (from heartbeats): an
+    /// empty listing after our cursor with a higher last batch means the
+    /// batches we need were cleaned up.
+    peer_last_seq: Option<HashMap<String, u64>>,
+    /// `syncctl sync --prefer local`: on joining, local rows win clashes.
+    pub prefer_local_on_join: bool,
     pub health: Health,
 }
 
@@ -159,6 +166,8 @@ impl Engine {
             heartbeat_every_ms,
             last_heartbeat: None,
             fresh_heartbeats: None,
+            prefer_local_on_join: false,
+            peer_last_seq: None,
             instance: rand::random::<[u8; 8]>().iter().map(|b| format!("{b:02x}")).collect(),
             health: Health::default(),
         })
@@ -206,6 +215,13 @@ impl Engine {
         let mut report = CycleReport::default();
         let tables = self.discover()?;
         self.recover(&tables)?;
+        // A new peer starts from a snapshot before its own rows are
+        // captured, so the hub wins clashes (DESIGN §5).
+        match self.join_if_needed(None) {
+            Ok(_) => {}
+            Err(EngineError::Hub(e)) if e.is_transient() => self.hub_down(&e),
+            Err(e) => return Err(e),
+        }
         report.captured = self.capture(&tables)?;
         match self.publish().and_then(|n| {
             report.published = n;
@@ -364,11 +380,32 @@ impl Engine {
     }
 
     fn merge_all(&mut self, tables: &BTreeMap<String, Table>, report: &mut CycleReport) -> Result<(), EngineError> {
-        let cursors = self.state.cursors()?;
+        if self.peer_last_seq.is_none() {
+            self.read_heartbeats()?;
+        }
         let mut still_skipped = std::collections::BTreeSet::new();
-        for peer in self.peer_folders(report)? {
-            let cursor = cursors.get(&peer).copied().unwrap_or_default();
-            self.merge_peer(&peer, cursor, tables, report, &mut still_skipped)?;
+        let mut rejoined = false;
+        loop {
+            let cursors = self.state.cursors()?;
+            let mut behind = None;
+            for peer in self.peer_folders(report)? {
+                let cursor = cursors.get(&peer).copied().unwrap_or_default();
+                if let Some(missing) = self.merge_peer(&peer, cursor, tables, report, &mut still_skipped)? {
+                    behind.get_or_insert((peer, missing));
+                }
+            }
+            // A batch this peer needs was cleaned up: start again from a
+            // snapshot that covers it (once per cycle).
+            match behind {
+                Some((peer, missing)) if !rejoined => {
+                    rejoined = true;
+                    if !self.join_if_needed(Some((&peer, missing)))? {
+                        break;
+                    }
+                    still_skipped.clear();
+                }
+                _ => break,
+            }
         }
         // Files that are no longer a problem (repaired, removed) are
         // reported again if they ever break again.
@@ -386,10 +423,15 @@ impl Engine {
         tables: &BTreeMap<String, Table>,
         report: &mut CycleReport,
         still_skipped: &mut std::collections::BTreeSet<String>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Option<u64>, EngineError> {
         let dir = outbox::changes_dir(&self.config.name, peer);
+        let mut gap = None;
         let after = (cursor.seq > 0).then(|| names::batch_name(cursor.seq));
         let entries = self.hub.list(&dir, after.as_deref())?;
+        let announced = self.peer_last_seq.as_ref().and_then(|m| m.get(peer)).copied().unwrap_or(0);
+        if entries.is_empty() && announced > cursor.seq {
+            return Ok(Some(cursor.seq + 1));
+        }
         let mut expected = cursor.seq + 1;
         let mut blocked = false;
         for entry in entries {
@@ -415,6 +457,9 @@ impl Engine {
             if seq != expected {
                 // Batch `expected` has not arrived yet (file-sync services
                 // deliver out of order) or was cleaned up: wait for it.
+                if expected == cursor.seq + 1 {
+                    gap = Some(expected);
+                }
                 blocked = true;
                 report.pending_remote += 1;
                 let missing = format!("{dir}/{}", names::batch_name(expected));
@@ -474,8 +519,15 @@ impl Engine {
             report.applied += stats;
             expected += 1;
         }
-        // Resume an interrupted batch of this peer first if there is one.
-        Ok(())
+        Ok(gap)
+    }
+
+    /// Reports a hub file that cannot be used (once in the log).
+    fn skip_file(&mut self, path: String, reason: String) {
+        if self.health.skipped.get(&path) != Some(&reason) {
+            warn!(file = %path, %reason, "skipping hub file");
+            self.health.skipped.insert(path, reason);
+        }
     }
 
     fn skip(&mut self, report: &mut CycleReport, path: String, reason: String) {
@@ -528,8 +580,10 @@ impl Engine {
     /// Writes the heartbeat when the timer is due or the cursors moved, and
     /// then reads the other peers' heartbeats too.
     fn heartbeat_if_due(&mut self) -> Result<(), HubError> {
-        let cursors: BTreeMap<String, u64> =
+        let mut cursors: BTreeMap<String, u64> =
             self.state.cursors().unwrap_or_default().into_iter().map(|(p, c)| (p, c.seq)).collect();
+        // Our own last batch counts too: peers use it to notice a gap.
+        cursors.insert(String::new(), self.state.meta::<i64>("last_seq").ok().flatten().unwrap_or(0) as u64);
         let now = hlc::wall_ms() as i64;
         let due = match &self.last_heartbeat {
             None => true,
@@ -556,6 +610,7 @@ impl Engine {
                 all.push(hb);
             }
         }
+        self.peer_last_seq = Some(all.iter().map(|h| (h.peer_id.clone(), h.last_seq)).collect());
         self.fresh_heartbeats = Some((hlc::wall_ms() as i64, all.clone()));
         Ok(all)
     }
@@ -584,7 +639,9 @@ impl Engine {
     pub fn write_heartbeat(&mut self) -> Result<(), HubError> {
         let cursors = self.state.cursors().unwrap_or_default();
         let now = hlc::wall_ms() as i64;
-        self.last_heartbeat = Some((now, cursors.iter().map(|(p, c)| (p.clone(), c.seq)).collect()));
+        let mut seen: BTreeMap<String, u64> = cursors.iter().map(|(p, c)| (p.clone(), c.seq)).collect();
+        seen.insert(String::new(), self.state.meta::<i64>("last_seq").ok().flatten().unwrap_or(0) as u64);
+        self.last_heartbeat = Some((now, seen));
         let hb = Heartbeat {
             peer_id: self.identity.peer_id.clone(),
             name: self.identity.name.clone(),

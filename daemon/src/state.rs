@@ -330,6 +330,11 @@ impl State {
         Ok(())
     }
 
+    /// True when the state knows any row at all.
+    pub fn has_any_rows(&self) -> Result<bool> {
+        self.conn.query_row("SELECT EXISTS(SELECT 1 FROM rows)", [], |r| r.get(0))
+    }
+
     /// True when the state knows any row (or tombstone) of this table.
     pub fn has_rows(&self, tbl: i64) -> Result<bool> {
         self.conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM rows WHERE tbl = ?1)")?.query_row([tbl], |r| r.get(0))

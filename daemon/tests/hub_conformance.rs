@@ -46,7 +46,7 @@ fn check_put_new_refuses_to_overwrite(hub: &dyn Hub) {
 
 fn check_list_is_sorted_and_skips_dot_files_and_folders(hub: &dyn Hub) {
     for seq in [3u64, 1, 2, 10] {
-        hub.put_atomic(&format!("c4/p/changes/{}", batch(seq)), format!("b{seq}").as_bytes()).unwrap();
+        hub.put_atomic(&format!("c4/p/changes/{}", batch(seq)), format!("{seq:02}").as_bytes()).unwrap();
     }
     hub.put_atomic("c4/p/changes/sub/deeper.chg", b"x").unwrap();
     hub.put_atomic("c4/p/changes/.00000000000000000011.chg.1234.tmp", b"half").unwrap();
@@ -336,4 +336,17 @@ fn an_unreachable_s3_endpoint_is_reported_within_seconds() {
     let one = Instant::now();
     let _ = hub.list("db/p/changes", None);
     assert!(one.elapsed() < Duration::from_secs(5), "one operation took {:?}", one.elapsed());
+}
+
+#[test]
+fn an_s3_endpoint_that_never_answers_is_reported_as_unreachable() {
+    // The kernel accepts connections into the backlog; nobody answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let hub = syncd::hub::open("s3://bucket/x", &s3_options(&format!("http://127.0.0.1:{port}"))).unwrap();
+    let started = Instant::now();
+    let err = hub.list("db/p/changes", None).unwrap_err();
+    assert!(matches!(err, HubError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
 }

@@ -159,3 +159,57 @@ fn cleanup_never_removes_a_batch_a_live_peer_still_needs() {
     a.engine().cleanup(false).unwrap();
     assert_eq!(hub.batches().len(), 0, "once b applied them, the covered batches go");
 }
+
+#[test]
+fn a_new_peer_joins_after_batches_were_cleaned_up_and_the_hub_wins_clashes() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    for i in 0..4 {
+        a.exec(&format!("INSERT INTO items(id, name) VALUES ({i}, 'a{i}');"));
+        a.sync();
+    }
+    b.sync();
+    a.engine().backup().unwrap();
+    a.engine().cleanup(false).unwrap();
+    assert!(hub.batches().iter().all(|p| !p.to_string_lossy().contains("00000000000000000001.chg")), "batch 1 is gone");
+    a.exec("INSERT INTO items(id, name) VALUES (10, 'after the snapshot');");
+    a.sync();
+    // c already has a row 1 of its own, and one the hub does not have.
+    let mut c = Peer::new(&hub, "c");
+    c.exec("INSERT INTO items(id, name) VALUES (1, 'c-version'), (77, 'only on c');");
+    c.sync();
+    assert_eq!(c.one("SELECT name FROM items WHERE id = 1"), "Text(\"a1\")", "the hub wins at join");
+    assert!(c.conflicts().iter().any(|x| x.loser.as_deref().is_some_and(|l| l.contains("c-version"))));
+    assert_eq!(c.one("SELECT name FROM items WHERE id = 10"), "Text(\"after the snapshot\")");
+    settle(&mut [&mut a, &mut b, &mut c], 2);
+    assert_eq!(a.one("SELECT name FROM items WHERE id = 77"), "Text(\"only on c\")", "c's own rows are published");
+    assert_eq!(a.content(), c.content());
+    assert_eq!(b.content(), c.content());
+}
+
+#[test]
+fn a_peer_past_retention_rejoins_with_its_unpublished_rows_intact() {
+    let hub = Hub::new();
+    // a forgets silent peers at once, so b no longer holds back cleanup.
+    let mut a = Peer::with(&hub, "a", common::SCHEMA, "forget_peers_after_days = 0");
+    let mut b = Peer::new(&hub, "b");
+    a.exec("INSERT INTO items(id, name) VALUES (1, 'one');");
+    settle(&mut [&mut a, &mut b], 1);
+    // b goes away with a change it never published.
+    b.exec("INSERT INTO items(id, name) VALUES (500, 'written offline on b');");
+    for i in 2..5 {
+        a.exec(&format!("INSERT INTO items(id, name) VALUES ({i}, 'a{i}');"));
+        a.sync();
+    }
+    a.engine().backup().unwrap();
+    a.engine().cleanup(false).unwrap();
+    assert!(hub.batches().iter().all(|p| !p.to_string_lossy().contains("00000000000000000002.chg")));
+    // b comes back (a restart) and finds the batches it needs gone.
+    b.crash();
+    b.sync();
+    assert_eq!(b.one("SELECT count(*) FROM items WHERE id BETWEEN 1 AND 4"), "Integer(4)", "b caught up");
+    assert_eq!(b.one("SELECT name FROM items WHERE id = 500"), "Text(\"written offline on b\")");
+    settle(&mut [&mut a, &mut b], 2);
+    assert_eq!(a.one("SELECT name FROM items WHERE id = 500"), "Text(\"written offline on b\")");
+    assert_eq!(a.content(), b.content());
+}

@@ -38,7 +38,7 @@ pub struct CleanupOutcome {
 }
 
 impl Engine {
-    fn work_dir(&self, what: &str) -> PathBuf {
+    pub(super) fn work_dir(&self, what: &str) -> PathBuf {
         self.state_path.with_file_name(format!("{}.{what}", self.config.name))
     }
 
@@ -55,7 +55,9 @@ impl Engine {
     pub fn backup(&mut self) -> Result<SnapshotEntry, EngineError> {
         self.run_cycle()?;
         let covers_seq = self.state.meta::<i64>("last_seq")?.unwrap_or(0) as u64;
-        let cursors: BTreeMap<String, u64> = self.state.cursors()?.into_iter().map(|(p, c)| (p, c.seq)).collect();
+        let all = self.state.cursors()?;
+        let cursors: BTreeMap<String, u64> = all.iter().map(|(p, c)| (p.clone(), c.seq)).collect();
+        let clocks: BTreeMap<String, u64> = all.iter().map(|(p, c)| (p.clone(), c.clock)).collect();
         let header = Header {
             kind: FileKind::Snapshot,
             database: self.config.name.clone(),
@@ -65,7 +67,12 @@ impl Engine {
             created_ms: crate::hlc::wall_ms() as i64,
             body_len: 0,
             body_sha256: String::new(),
-            meta: serde_json::json!({ "covers_seq": covers_seq, "cursors": cursors }),
+            meta: serde_json::json!({
+                "covers_seq": covers_seq,
+                "clock": self.hlc.last(),
+                "cursors": cursors,
+                "clocks": clocks,
+            }),
         };
         let entry = snapshot::take(
             &self.user,

@@ -40,7 +40,7 @@ const SMALL_PUT: usize = 1 << 20;
 /// Time to open a connection; a black-holed network fails here.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Whole-request limit for listings, heads, deletes and small puts.
-const SHORT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const SHORT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// For large transfers, which have no whole-request limit: the longest wait
 /// for the response to start, then between two reads of its body. A part
 /// upload must finish within it, so it allows ~1 Mbit/s for one part.
@@ -598,6 +598,46 @@ mod tests {
         let root = S3Hub::open("s3://b", &S3Options::default()).unwrap();
         assert_eq!(root.dir_prefix("").unwrap(), "");
         assert_eq!(root.dir_prefix("db").unwrap(), "db/");
+    }
+
+    #[test]
+    fn a_server_without_conditional_puts_is_recognised() {
+        let e = object_store::Error::NotImplemented { operation: "put".into(), implementer: "S3".into() };
+        assert!(is_unsupported(&e));
+        let e = object_store::Error::Generic { store: "S3", source: "status code: 501 Not Implemented".into() };
+        assert!(is_unsupported(&e));
+        let e = object_store::Error::Generic { store: "S3", source: "status code: 503 Slow Down".into() };
+        assert!(!is_unsupported(&e));
+    }
+
+    /// The check-then-put path of `put_new`, against the test server of
+    /// `tests/hub_conformance.rs` (moto answers conditional puts, so the
+    /// conformance suite only covers the other path).
+    #[test]
+    fn put_new_without_conditional_puts_still_refuses_to_overwrite() {
+        use std::io::{Read, Write};
+        let Ok(endpoint) = std::env::var("SYNCD_TEST_S3_ENDPOINT") else {
+            return eprintln!("skipped: set SYNCD_TEST_S3_ENDPOINT to test the S3 hub");
+        };
+        let bucket = format!("syncd-unit-{:016x}", rand::random::<u64>());
+        let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        let opts = S3Options {
+            endpoint: Some(endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("test".into()),
+            secret_access_key: Some("test".into()),
+            allow_http: Some(true),
+        };
+        let hub = S3Hub::open(&format!("s3://{bucket}/x"), &opts).unwrap();
+        hub.lacks_conditional_put.store(true, Ordering::Relaxed);
+        hub.put_new("db/p/changes/1.chg", b"first").unwrap();
+        assert!(matches!(hub.put_new("db/p/changes/1.chg", b"other"), Err(HubError::AlreadyExists(_))));
+        assert_eq!(hub.get("db/p/changes/1.chg").unwrap(), b"first");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use syncd_proto::{
 use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 /// Answers requests; the daemon implements it over its database workers,
 /// and tests with a stub.
@@ -309,9 +309,10 @@ mod unix {
     //! Unix socket files: the private directory, stale files left by a
     //! crash, the owner-only mode.
 
-    use super::{ControlError, info};
+    use super::ControlError;
     use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
     use std::path::Path;
+    use tracing::info;
 
     /// Creates the socket's directory with mode 0700, or checks that an
     /// existing one lets no other user replace the socket: owned by us (or

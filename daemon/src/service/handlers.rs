@@ -142,8 +142,10 @@ impl Handler {
         for w in workers {
             let name = w.name.clone();
             let outcome = w
-                .run(|e| {
+                .run(move |e| {
+                    e.prefer_local_on_join = prefer_local;
                     let r = e.run_cycle();
+                    e.prefer_local_on_join = false;
                     let unreachable =
                         e.health.hub_error.clone().filter(|_| e.health.hub_unreachable_since_ms.is_some());
                     (r, unreachable)

@@ -107,7 +107,10 @@ pub async fn handle(handler: &Handler, request: Request) -> Response {
                     Err(r) => return r,
                 }
             }
-            Response::Error { kind: ErrorKind::BadRequest, message: format!("no conflict {id}: see `syncctl conflicts`") }
+            Response::Error {
+                kind: ErrorKind::BadRequest,
+                message: format!("no conflict {id}: see `syncctl conflicts`"),
+            }
         }
         other => Response::Error { kind: ErrorKind::BadRequest, message: format!("unexpected request {other:?}") },
     }
