@@ -25,7 +25,12 @@ const DAY_MS: i64 = 86_400_000;
 
 impl From<SnapshotError> for EngineError {
     fn from(e: SnapshotError) -> Self {
-        EngineError::Snapshot(e.to_string())
+        match e {
+            // Kept typed: an unreachable hub is not a failure to report but
+            // a state to wait out.
+            SnapshotError::Hub(h) => EngineError::Hub(h),
+            other => EngineError::Snapshot(other.to_string()),
+        }
     }
 }
 

@@ -61,6 +61,9 @@ pub struct S3Hub {
     /// Set once the server has refused a conditional put, so later
     /// [`Hub::put_new`] calls go straight to check-then-put.
     lacks_conditional_put: AtomicBool,
+    /// Keys per listing page; `None` is the server's default (1000). Tests
+    /// make it small to cover paging.
+    list_page_keys: Option<usize>,
     /// `Some` until drop (see the `Drop` impl).
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -132,6 +135,7 @@ impl S3Hub {
             control,
             transfer,
             lacks_conditional_put: AtomicBool::new(false),
+            list_page_keys: None,
             runtime: Some(runtime),
         })
     }
@@ -318,6 +322,7 @@ impl Hub for S3Hub {
                     offset: offset.clone(),
                     delimiter: Some("/".into()),
                     page_token: page_token.take(),
+                    max_keys: self.list_page_keys,
                     ..Default::default()
                 };
                 let page = self
@@ -610,14 +615,12 @@ mod tests {
         assert!(!is_unsupported(&e));
     }
 
-    /// The check-then-put path of `put_new`, against the test server of
-    /// `tests/hub_conformance.rs` (moto answers conditional puts, so the
-    /// conformance suite only covers the other path).
-    #[test]
-    fn put_new_without_conditional_puts_still_refuses_to_overwrite() {
+    /// A hub on a fresh bucket of the test server of `tests/hub_conformance.rs`.
+    fn test_server_hub() -> Option<S3Hub> {
         use std::io::{Read, Write};
         let Ok(endpoint) = std::env::var("SYNCD_TEST_S3_ENDPOINT") else {
-            return eprintln!("skipped: set SYNCD_TEST_S3_ENDPOINT to test the S3 hub");
+            eprintln!("skipped: set SYNCD_TEST_S3_ENDPOINT to test the S3 hub");
+            return None;
         };
         let bucket = format!("syncd-unit-{:016x}", rand::random::<u64>());
         let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
@@ -633,11 +636,35 @@ mod tests {
             secret_access_key: Some("test".into()),
             allow_http: Some(true),
         };
-        let hub = S3Hub::open(&format!("s3://{bucket}/x"), &opts).unwrap();
+        Some(S3Hub::open(&format!("s3://{bucket}/x"), &opts).unwrap())
+    }
+
+    /// The check-then-put path of `put_new` (moto answers conditional puts,
+    /// so the conformance suite only covers the other path).
+    #[test]
+    fn put_new_without_conditional_puts_still_refuses_to_overwrite() {
+        let Some(hub) = test_server_hub() else { return };
         hub.lacks_conditional_put.store(true, Ordering::Relaxed);
         hub.put_new("db/p/changes/1.chg", b"first").unwrap();
         assert!(matches!(hub.put_new("db/p/changes/1.chg", b"other"), Err(HubError::AlreadyExists(_))));
         assert_eq!(hub.get("db/p/changes/1.chg").unwrap(), b"first");
+    }
+
+    #[test]
+    fn listings_follow_every_page() {
+        let Some(mut hub) = test_server_hub() else { return };
+        hub.list_page_keys = Some(2);
+        for n in 1..=7 {
+            hub.put_atomic(&format!("db/p/changes/{n}.chg"), b"x").unwrap();
+            hub.put_atomic(&format!("db/p/changes/{n}/deeper.chg"), b"x").unwrap();
+        }
+        hub.put_atomic("db/p/changes/.tmp", b"x").unwrap();
+        let names = |after: Option<&str>| -> Vec<String> {
+            hub.list("db/p/changes", after).unwrap().into_iter().map(|e| e.name).collect()
+        };
+        assert_eq!(names(None), ["1.chg", "2.chg", "3.chg", "4.chg", "5.chg", "6.chg", "7.chg"]);
+        assert_eq!(names(Some("2.chg")), ["3.chg", "4.chg", "5.chg", "6.chg", "7.chg"]);
+        assert_eq!(names(Some("6.chg")), ["7.chg"]);
     }
 
     #[test]
