@@ -1,90 +1,97 @@
-//! Connecting to the daemon and exchanging one request for one response.
+//! Finding the daemon and exchanging a request for its response.
+//!
+//! The socket is `--socket`, else the top-level `socket` key of the
+//! configuration file (`--config`, else `$SYNCD_CONFIG`), else the default
+//! path the daemon also uses. Only that one key is read: the daemon
+//! validates its configuration; `syncctl` must work even with a
+//! configuration written for a newer daemon.
 
-use interprocess::local_socket::{GenericFilePath, Stream, prelude::*};
+use crate::commands::Failure;
+use crate::{EXIT_FAILED, EXIT_NOT_RUNNING};
 use std::path::{Path, PathBuf};
-use syncd_proto::{ClientMessage, PROTOCOL_VERSION, Request, Response, ServerMessage};
+use syncd_proto::client::ClientError;
+use syncd_proto::{Request, Response};
 
-/// Why a request got no answer.
-pub enum ClientError {
-    /// Nothing listens on the socket: exit code 3.
-    NotRunning(String),
-    /// The connection broke or the answer was malformed: exit code 1.
-    Broken(String),
+/// A configuration file that cannot give the socket path (exit code 2).
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
-/// The socket path: `--socket`, else the `socket` key of `--config`, else
-/// the default location.
-pub fn resolve_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf, String> {
-    if let Some(s) = socket {
-        return Ok(s);
+/// The socket to talk to: `--socket` > `--config` > `$SYNCD_CONFIG` > the
+/// default path.
+pub fn resolve_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<PathBuf, ConfigError> {
+    if let Some(socket) = socket {
+        return Ok(socket);
     }
-    if let Some(path) = config {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read the configuration {}: {e}", path.display()))?;
-        let value: toml::Table =
-            text.parse().map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
-        if let Some(s) = value.get("socket").and_then(|v| v.as_str()) {
-            return Ok(PathBuf::from(s));
-        }
-    }
-    Ok(default_socket_path())
-}
-
-fn default_socket_path() -> PathBuf {
-    #[cfg(unix)]
+    let from_env = || std::env::var_os("SYNCD_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let config = match config {
+        Some(path) => Some((path, "--config")),
+        None => from_env().map(|path| (path, "SYNCD_CONFIG")),
+    };
+    if let Some((path, named_by)) = config
+        && let Some(socket) = socket_from_config(&path, named_by)?
     {
-        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
-            return PathBuf::from(dir).join("syncd").join("syncd.sock");
-        }
-        let uid = std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        std::env::temp_dir().join(format!("syncd-{uid}")).join("syncd.sock")
+        return Ok(socket);
     }
-    #[cfg(not(unix))]
-    {
-        let user = std::env::var("USERNAME").unwrap_or_else(|_| "user".into());
-        PathBuf::from(format!(r"\\.\pipe\syncd-{user}"))
-    }
+    Ok(syncd_proto::default_socket_path())
 }
 
-fn connect(socket: &Path) -> Result<Stream, ClientError> {
-    let not_running = || {
-        ClientError::NotRunning(format!(
-            "syncd is not running (no daemon answers on {}): start it with `systemctl --user start syncd` \
-             or `syncd --config FILE`",
-            socket.display()
+/// The `socket` key of a configuration file, if it has one; `named_by`
+/// says where the file's path came from, for the error message.
+fn socket_from_config(path: &Path, named_by: &str) -> Result<Option<PathBuf>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read the configuration {} (from {named_by}): {e}; fix the path, or pass --socket PATH",
+            path.display()
         ))
-    };
-    #[cfg(unix)]
-    let name = socket.to_path_buf().to_fs_name::<GenericFilePath>().map_err(|e| ClientError::Broken(e.to_string()))?;
-    #[cfg(not(unix))]
-    let name = {
-        use interprocess::local_socket::GenericNamespaced;
-        let _ = GenericFilePath;
-        let s = socket.to_string_lossy();
-        let pipe = s.strip_prefix(r"\\.\pipe\").map(str::to_string).unwrap_or_else(|| {
-            socket.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "syncd".into())
-        });
-        pipe.to_ns_name::<GenericNamespaced>().map_err(|e| ClientError::Broken(e.to_string()))?
-    };
-    Stream::connect(name).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => not_running(),
-        _ => ClientError::Broken(format!("cannot connect to {}: {e}", socket.display())),
+    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError(format!("{}: {}", path.display(), e.message().trim_end())))?;
+    match table.get("socket") {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(PathBuf::from(s))),
+        Some(other) => Err(ConfigError(format!(
+            "{}: `socket` must be a path in quotes, not a {}",
+            path.display(),
+            other.type_str()
+        ))),
+    }
+}
+
+/// Sends one request and returns the daemon's response, whatever it is.
+/// Only the failure to get one is a [`Failure`] here.
+pub fn exchange(socket: &Path, request: Request) -> Result<Response, Failure> {
+    syncd_proto::client::request(socket, request).map_err(|e| match e {
+        ClientError::NotRunning { .. } => Failure {
+            exit: EXIT_NOT_RUNNING,
+            kind: "not_running".into(),
+            message: not_running(socket),
+            active_peers: Vec::new(),
+        },
+        ClientError::VersionMismatch { .. } => Failure::failed("version_mismatch", e.to_string()),
+        ClientError::Connect { .. } | ClientError::Protocol(_) => Failure::failed("connection", e.to_string()),
     })
 }
 
-/// Sends one request and waits for its response.
-pub fn request(socket: &Path, request: Request) -> Result<Response, ClientError> {
-    let mut stream = connect(socket)?;
-    let message =
-        ClientMessage { protocol: PROTOCOL_VERSION, client_version: env!("CARGO_PKG_VERSION").into(), request };
-    let broken = |e: syncd_proto::ProtoError| ClientError::Broken(format!("talking to syncd: {e}"));
-    syncd_proto::write_frame(&mut stream, &syncd_proto::encode(&message)).map_err(broken)?;
-    let frame = syncd_proto::read_frame(&mut stream).map_err(broken)?;
-    let answer: ServerMessage = syncd_proto::decode(&frame).map_err(broken)?;
-    Ok(answer.response)
+/// The hint for a daemon that is not running.
+fn not_running(socket: &Path) -> String {
+    // A file left by a daemon that died, as opposed to no file at all.
+    let what = if socket.exists() { "nothing answers at" } else { "no socket at" };
+    format!(
+        "syncd is not running ({what} {}): start it with `systemctl --user start syncd` or `syncd --config FILE`",
+        socket.display()
+    )
+}
+
+impl Failure {
+    /// The request failed: exit code 1.
+    pub fn failed(kind: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure { exit: EXIT_FAILED, kind: kind.into(), message: message.into(), active_peers: Vec::new() }
+    }
 }

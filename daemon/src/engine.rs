@@ -61,6 +61,9 @@ pub struct CycleReport {
     pub pending_remote: u64,
 }
 
+/// Clock differences below this are normal (file-sync delays, rounding).
+const CLOCK_SKEW_WARN_MS: i64 = 60_000;
+
 /// The live sync state of one database, what `syncctl status` shows.
 #[derive(Debug, Default, Clone)]
 pub struct Health {
@@ -603,9 +606,20 @@ impl Engine {
             if !identity::is_peer_id(&dir) {
                 continue;
             }
-            if let Some(hb) = heartbeat::read(self.hub.as_ref(), &self.config.name, &dir)?
+            if let Some(mut hb) = heartbeat::read(self.hub.as_ref(), &self.config.name, &dir)?
                 && hb.peer_id == dir
             {
+                // The hub's own time for the file (the local filesystem, or
+                // the S3 server) against the time the peer wrote in it.
+                let stamped = self
+                    .hub
+                    .list(&format!("{}/{dir}", self.config.name), None)?
+                    .into_iter()
+                    .find(|e| e.name == heartbeat::FILE_NAME)
+                    .and_then(|e| e.modified)
+                    .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64);
+                hb.clock_skew_ms = stamped.map(|t| hb.time_ms - t).filter(|s| s.abs() > CLOCK_SKEW_WARN_MS);
                 self.peer_names.insert(hb.peer_id.clone(), hb.name.clone());
                 all.push(hb);
             }
@@ -654,6 +668,7 @@ impl Engine {
             last_seq: self.state.meta::<i64>("last_seq").ok().flatten().unwrap_or(0) as u64,
             cursors: cursors.into_iter().map(|(p, c)| (p, c.seq)).collect(),
             instance: self.instance.clone(),
+            clock_skew_ms: None,
         };
         heartbeat::write(self.hub.as_ref(), &hb)
     }

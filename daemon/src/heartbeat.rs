@@ -29,6 +29,9 @@ pub struct Heartbeat {
     /// up as a changing instance with a foreign pid.
     #[serde(default)]
     pub instance: String,
+    /// Not written: how far the writer's clock seemed off when read.
+    #[serde(skip)]
+    pub clock_skew_ms: Option<i64>,
 }
 
 pub fn path(database: &str, peer_id: &str) -> String {

@@ -1,18 +1,26 @@
-//! `syncctl cleanup [DB] [--dry-run]`: apply the retention rules now.
+//! `syncctl cleanup [DB] [--dry-run]`: apply the retention rules now:
+//! remove old snapshots, and change batches every peer has applied and a
+//! kept snapshot covers.
 
-use super::{Context, send, unexpected};
+use super::{Context, Failure, send, unexpected};
 use crate::output;
 use syncd_proto::{Request, Response};
 
-pub fn run(ctx: &Context, database: Option<String>, dry_run: bool) -> u8 {
-    let response = match send(ctx, false, |_| Request::Cleanup { database: database.clone(), dry_run }) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let Response::Cleanup(reports) = response else { return unexpected(response) };
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this database
+    db: Option<String>,
+    /// Only say what would be removed
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<(), Failure> {
+    let response = send(ctx, false, |_| Request::Cleanup { database: args.db.clone(), dry_run: args.dry_run })?;
+    let Response::Cleanup(reports) = response else { return Err(unexpected(response)) };
     if ctx.json {
         output::json(&reports);
-        return 0;
+        return Ok(());
     }
     for r in &reports {
         let verb = if r.dry_run { "would remove" } else { "removed" };
@@ -23,9 +31,9 @@ pub fn run(ctx: &Context, database: Option<String>, dry_run: bool) -> u8 {
             r.removed_batches,
             r.kept_snapshots
         );
-        for s in &r.removed_snapshots {
-            println!("  {s}");
+        for snapshot in &r.removed_snapshots {
+            println!("  {snapshot}");
         }
     }
-    0
+    Ok(())
 }

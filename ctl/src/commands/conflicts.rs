@@ -1,46 +1,65 @@
-//! `syncctl conflicts [DB]` and `syncctl conflicts restore ID`.
+//! `syncctl conflicts [DB]`: the conflict log (every losing version is kept);
+//! `syncctl conflicts restore ID [--db DB]`: bring one back as a new local
+//! change.
 
-use super::{Context, done, send, unexpected};
-use crate::ConflictAction;
-use crate::output::{self, or_dash};
+use super::{Context, Failure, print_done, send, unexpected};
+use crate::output::{self, ago, clip, or_dash};
 use syncd_proto::{Request, Response};
 
-pub fn run(ctx: &Context, action: Option<ConflictAction>, database: Option<String>) -> u8 {
-    if let Some(ConflictAction::Restore { id, db }) = action {
-        let database = db.or(database);
-        return match send(ctx, false, |_| Request::ConflictRestore { database: database.clone(), id }) {
-            Ok(r) => done(ctx, r),
-            Err(code) => code,
-        };
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
+    /// Only this database
+    db: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Bring the losing version of conflict ID back as a new local change
+    Restore {
+        /// The conflict's id, from `syncctl conflicts`
+        id: i64,
+        /// The database the conflict belongs to
+        #[arg(long)]
+        db: Option<String>,
+    },
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<(), Failure> {
+    if let Some(Action::Restore { id, db }) = args.action {
+        let response = send(ctx, false, |_| Request::ConflictRestore { database: db.clone(), id })?;
+        return print_done(ctx, response);
     }
-    let response = match send(ctx, false, |_| Request::Conflicts { database: database.clone() }) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let Response::Conflicts(conflicts) = response else { return unexpected(response) };
+    let response = send(ctx, false, |_| Request::Conflicts { database: args.db.clone() })?;
+    let Response::Conflicts(conflicts) = response else { return Err(unexpected(response)) };
     if ctx.json {
         output::json(&conflicts);
-        return 0;
+        return Ok(());
     }
-    output::table(
-        &["id", "database", "table", "key", "column", "lost", "won", "loser", "winner", "reason"],
-        conflicts
-            .iter()
-            .map(|c| {
-                vec![
-                    c.id.to_string(),
-                    c.database.clone(),
-                    c.table.clone(),
-                    c.key.clone(),
-                    or_dash(&c.column),
-                    c.local_value.clone().unwrap_or_else(|| "(deleted)".into()),
-                    c.winner_value.clone().unwrap_or_else(|| "(deleted)".into()),
-                    c.loser_peer.clone(),
-                    c.winner_peer.clone(),
-                    c.reason.clone(),
-                ]
-            })
-            .collect(),
-    );
-    0
+    if conflicts.is_empty() {
+        println!("no conflicts");
+        return Ok(());
+    }
+    let deleted = || "(deleted)".to_string();
+    let rows: Vec<Vec<String>> = conflicts
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.to_string(),
+                c.database.clone(),
+                c.table.clone(),
+                clip(&c.key, 24),
+                or_dash(c.column.as_deref()),
+                c.local_value.as_deref().map_or_else(deleted, |v| clip(v, 32)),
+                c.winner_value.as_deref().map_or_else(deleted, |v| clip(v, 32)),
+                format!("{} over {}", c.winner_peer, c.loser_peer),
+                c.reason.clone(),
+                ago(c.at.as_deref()),
+            ]
+        })
+        .collect();
+    output::table(&["id", "database", "table", "key", "column", "lost", "won", "peers", "reason", "when"], &rows);
+    Ok(())
 }

@@ -1,34 +1,40 @@
-//! `syncctl list [DB]`: snapshots in the hub, newest first.
+//! `syncctl list [DB]`: the snapshots in the hub, newest first; the ID
+//! column is what `syncctl restore` takes.
 
-use super::{Context, send, unexpected};
-use crate::output;
+use super::{Context, Failure, send, unexpected};
+use crate::output::{self, yes_no};
 use syncd_proto::{Request, Response};
 
-pub fn run(ctx: &Context, database: Option<String>) -> u8 {
-    let response = match send(ctx, false, |_| Request::List { database: database.clone() }) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let Response::Snapshots(snapshots) = response else { return unexpected(response) };
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this database
+    db: Option<String>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<(), Failure> {
+    let response = send(ctx, false, |_| Request::List { database: args.db.clone() })?;
+    let Response::Snapshots(snapshots) = response else { return Err(unexpected(response)) };
     if ctx.json {
         output::json(&serde_json::json!({ "snapshots": snapshots }));
-        return 0;
+        return Ok(());
     }
-    output::table(
-        &["created", "database", "peer", "size", "kept", "id"],
-        snapshots
-            .iter()
-            .map(|s| {
-                vec![
-                    s.created.clone(),
-                    s.database.clone(),
-                    s.peer_name.clone(),
-                    format!("{:.1} MB", s.size as f64 / 1e6),
-                    if s.kept { "yes" } else { "no" }.into(),
-                    s.id.clone(),
-                ]
-            })
-            .collect(),
-    );
-    0
+    if snapshots.is_empty() {
+        println!("no snapshots");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = snapshots
+        .iter()
+        .map(|s| {
+            vec![
+                s.created.clone(),
+                s.database.clone(),
+                s.peer_name.clone(),
+                output::size(s.size),
+                yes_no(s.kept),
+                s.id.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["created", "database", "peer", "size", "kept", "id"], &rows);
+    Ok(())
 }

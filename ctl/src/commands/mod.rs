@@ -1,113 +1,120 @@
-//! One module per command; each builds its request and prints the answer.
+//! One module per command (the pueue layout): each defines its arguments,
+//! builds its request and prints the answer. What they share lives here:
+//! sending with the confirmation dance, and failures with their exit codes.
 
-mod backup;
-mod cleanup;
-mod conflicts;
-mod force;
-mod list;
-mod peers;
-mod restore;
-mod status;
-mod sync;
-mod toggle;
+pub mod backup;
+pub mod cleanup;
+pub mod conflicts;
+pub mod disable;
+pub mod enable;
+pub mod list;
+pub mod peers;
+pub mod pull;
+pub mod push;
+pub mod restore;
+pub mod status;
+pub mod sync;
 
-use crate::Command;
-use crate::client::{self, ClientError};
-use crate::output;
-use std::io::{IsTerminal, Write};
+use crate::{EXIT_FAILED, EXIT_USAGE, client, output};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use syncd_proto::{Request, Response};
 
+/// What every command needs: where the daemon is and how to print.
 pub struct Context {
     pub socket: PathBuf,
     pub json: bool,
 }
 
-pub fn run(ctx: &Context, command: Command) -> u8 {
-    match command {
-        Command::Status => status::run(ctx),
-        Command::Sync { db, yes, prefer } => sync::run(ctx, db, yes, prefer == "local"),
-        Command::Peers => peers::run(ctx),
-        Command::Conflicts { action, db } => conflicts::run(ctx, action, db),
-        Command::Enable { db } => toggle::run(ctx, db, true),
-        Command::Disable { db } => toggle::run(ctx, db, false),
-        Command::Backup { db } => backup::run(ctx, db),
-        Command::List { db } => list::run(ctx, db),
-        Command::Restore { snapshot, at, yes } => restore::run(ctx, snapshot, at, yes),
-        Command::Pull { db, force, yes } => force::run(ctx, db, force, yes, false),
-        Command::Push { db, force, yes } => force::run(ctx, db, force, yes, true),
-        Command::Cleanup { db, dry_run } => cleanup::run(ctx, db, dry_run),
+/// A command that did not succeed: the exit code and what to tell the
+/// user. `kind` is the JSON `error.kind`: an [`syncd_proto::ErrorKind`]
+/// spelling, or one of syncctl's own (`not_running`, `connection`,
+/// `version_mismatch`, `needs_confirmation`, `cancelled`, `usage`,
+/// `unexpected_answer`).
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: u8,
+    pub kind: String,
+    pub message: String,
+    /// For `needs_confirmation`: the peers that made it necessary.
+    pub active_peers: Vec<String>,
+}
+
+impl Failure {
+    /// A usage or configuration error: exit code 2.
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure { exit: EXIT_USAGE, kind: "usage".into(), message: message.into(), active_peers: Vec::new() }
+    }
+
+    /// Prints the failure: one line on stderr, and with `--json` the
+    /// `{"error": …}` object on stdout so a script reads it where it reads
+    /// answers.
+    pub fn print(&self, json: bool) {
+        if json {
+            let mut error = serde_json::json!({ "kind": self.kind, "message": self.message });
+            if !self.active_peers.is_empty() {
+                error["active_peers"] = serde_json::json!(self.active_peers);
+            }
+            output::json(&serde_json::json!({ "error": error }));
+        }
+        eprintln!("syncctl: {}", self.message);
     }
 }
 
-/// Sends a request built by `make(yes)`. A `NeedsConfirmation` answer asks
-/// on a terminal and resends with `yes`; elsewhere it fails. Errors are
-/// printed here; `Err` carries the exit code.
-pub fn send(ctx: &Context, yes: bool, make: impl Fn(bool) -> Request) -> Result<Response, u8> {
-    let mut response = exchange(ctx, make(yes))?;
-    if let Response::NeedsConfirmation { message, active_peers } = &response {
-        let confirmed = !ctx.json
-            && std::io::stdin().is_terminal()
-            && ask(&format!("Other peers are active: {}. {message}\nContinue? [y/N] ", active_peers.join(", ")));
-        if !confirmed {
-            fail(ctx, "needs_confirmation", &format!("{message} (other peers active: {})", active_peers.join(", ")));
-            return Err(1);
+/// Sends the request `make(yes)` and returns the answer, `Error` answers
+/// turned into failures. A destructive request that needs confirmation
+/// asks on a terminal and is sent again with `yes`; without a terminal it
+/// fails and says to pass `--yes`.
+pub fn send(ctx: &Context, yes: bool, make: impl Fn(bool) -> Request) -> Result<Response, Failure> {
+    let mut response = client::exchange(&ctx.socket, make(yes))?;
+    if let Response::NeedsConfirmation { message, active_peers } = response {
+        if !std::io::stdin().is_terminal() {
+            let peers = if active_peers.is_empty() { String::new() } else { format!(" ({})", active_peers.join(", ")) };
+            return Err(Failure {
+                exit: EXIT_FAILED,
+                kind: "needs_confirmation".into(),
+                message: format!("{message}: other peers are active{peers}; pass --yes to go ahead"),
+                active_peers,
+            });
         }
-        response = exchange(ctx, make(true))?;
+        if !confirm(&message, &active_peers) {
+            return Err(Failure::failed("cancelled", "cancelled; nothing was changed"));
+        }
+        response = client::exchange(&ctx.socket, make(true))?;
     }
-    if let Response::Error { kind, message } = &response {
-        let kind = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-        fail(ctx, &kind, message);
-        return Err(1);
-    }
-    Ok(response)
-}
-
-fn exchange(ctx: &Context, request: Request) -> Result<Response, u8> {
-    match client::request(&ctx.socket, request) {
-        Ok(r) => Ok(r),
-        Err(ClientError::NotRunning(m)) => {
-            fail(ctx, "not_running", &m);
-            Err(3)
-        }
-        Err(ClientError::Broken(m)) => {
-            fail(ctx, "connection", &m);
-            Err(1)
-        }
+    match response {
+        Response::Error { kind, message } => Err(Failure::failed(kind.as_str(), message)),
+        // Asking again after a yes would loop: the daemon should not.
+        Response::NeedsConfirmation { message, .. } => Err(Failure::failed("needs_confirmation", message)),
+        other => Ok(other),
     }
 }
 
-fn ask(question: &str) -> bool {
-    eprint!("{question}");
+/// Asks on the terminal; only "y" or "yes" go ahead.
+fn confirm(message: &str, active_peers: &[String]) -> bool {
+    if active_peers.is_empty() {
+        eprint!("{message}. Continue? [y/N] ");
+    } else {
+        eprint!("Other peers are active: {}. Continue? [y/N] ", active_peers.join(", "));
+    }
     let _ = std::io::stderr().flush();
     let mut line = String::new();
-    std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+    std::io::stdin().lock().read_line(&mut line).is_ok()
+        && matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
-fn fail(ctx: &Context, kind: &str, message: &str) {
+/// An answer of the wrong kind for the request: a bug on one side.
+pub fn unexpected(response: Response) -> Failure {
+    Failure::failed("unexpected_answer", format!("unexpected answer from syncd: {response:?}"))
+}
+
+/// Prints a `Done` answer: its message, or `{"message": …}`.
+pub fn print_done(ctx: &Context, response: Response) -> Result<(), Failure> {
+    let Response::Done { message } = response else { return Err(unexpected(response)) };
     if ctx.json {
-        output::json(&serde_json::json!({ "error": { "kind": kind, "message": message } }));
+        output::json(&serde_json::json!({ "message": message }));
+    } else {
+        println!("{message}");
     }
-    eprintln!("syncctl: {message}");
-}
-
-/// Prints an answer the command did not expect (a daemon bug).
-pub fn unexpected(response: Response) -> u8 {
-    eprintln!("syncctl: unexpected answer from syncd: {response:?}");
-    1
-}
-
-/// Prints a `Done` message (or its JSON).
-pub fn done(ctx: &Context, response: Response) -> u8 {
-    match response {
-        Response::Done { message } => {
-            if ctx.json {
-                output::json(&serde_json::json!({ "ok": true, "message": message }));
-            } else {
-                println!("{message}");
-            }
-            0
-        }
-        other => unexpected(other),
-    }
+    Ok(())
 }

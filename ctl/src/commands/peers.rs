@@ -1,39 +1,43 @@
-//! `syncctl peers`: who else syncs, and who is active.
+//! `syncctl peers`: the peers seen through their heartbeats, and which are
+//! active (a heartbeat younger than the active window).
 
-use super::{Context, send, unexpected};
-use crate::output::{self, or_dash};
+use super::{Context, Failure, send, unexpected};
+use crate::output::{self, ago, yes_no};
 use syncd_proto::{PeerInfo, Request, Response};
 
-pub fn run(ctx: &Context) -> u8 {
-    let response = match send(ctx, false, |_| Request::Peers) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let Response::Peers(peers) = response else { return unexpected(response) };
+/// `syncctl peers` takes no arguments.
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(ctx: &Context, _args: Args) -> Result<(), Failure> {
+    let response = send(ctx, false, |_| Request::Peers)?;
+    let Response::Peers(peers) = response else { return Err(unexpected(response)) };
     if ctx.json {
         output::json(&peers);
+    } else if peers.is_empty() {
+        println!("no peers seen yet");
     } else {
         print(&peers);
     }
-    0
+    Ok(())
 }
 
+/// The peers table; `status` prints it too.
 pub fn print(peers: &[PeerInfo]) {
-    output::table(
-        &["database", "peer", "host", "last seen", "active", "version", "id"],
-        peers
-            .iter()
-            .map(|p| {
-                vec![
-                    p.database.clone(),
-                    if p.is_self { format!("{} (this one)", p.name) } else { p.name.clone() },
-                    p.host.clone(),
-                    or_dash(&p.last_seen),
-                    if p.active { "yes" } else { "no" }.into(),
-                    p.version.clone(),
-                    p.peer_id.clone(),
-                ]
-            })
-            .collect(),
-    );
+    let rows: Vec<Vec<String>> = peers
+        .iter()
+        .map(|p| {
+            vec![
+                if p.is_self { format!("{} (this one)", p.name) } else { p.name.clone() },
+                p.database.clone(),
+                p.host.clone(),
+                ago(p.last_seen.as_deref()),
+                yes_no(p.active),
+                p.version.clone(),
+                p.clock_skew_ms.map_or_else(|| "-".into(), |ms| format!("{:+.1} s", ms as f64 / 1000.0)),
+                p.peer_id.chars().take(8).collect(),
+            ]
+        })
+        .collect();
+    output::table(&["peer", "database", "host", "last seen", "active", "version", "clock", "id"], &rows);
 }

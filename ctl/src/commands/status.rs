@@ -1,55 +1,67 @@
-//! `syncctl status`: each database at a glance.
+//! `syncctl status`: each database at a glance (in sync, ahead, behind,
+//! last sync, conflicts, last error), the hub, and the peers.
 
-use super::{Context, send, unexpected};
-use crate::output::{self, or_dash};
-use syncd_proto::{Request, Response};
+use super::{Context, Failure, send, unexpected};
+use crate::output::{self, ago, or_dash};
+use syncd_proto::{Request, Response, StatusReport};
 
-pub fn run(ctx: &Context) -> u8 {
-    let response = match send(ctx, false, |_| Request::Status) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    let Response::Status(s) = response else { return unexpected(response) };
+/// `syncctl status` takes no arguments.
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(ctx: &Context, _args: Args) -> Result<(), Failure> {
+    let response = send(ctx, false, |_| Request::Status)?;
+    let Response::Status(report) = response else { return Err(unexpected(response)) };
     if ctx.json {
-        output::json(&s);
-        return 0;
+        output::json(&report);
+    } else {
+        print(&report);
     }
-    let hub = if s.hub.reachable {
+    Ok(())
+}
+
+fn print(report: &StatusReport) {
+    let hub = if report.hub.reachable {
         "reachable".to_string()
     } else {
-        format!("UNREACHABLE since {}: {}", or_dash(&s.hub.unreachable_since), or_dash(&s.hub.last_error))
+        format!(
+            "UNREACHABLE since {}: {}",
+            ago(report.hub.unreachable_since.as_deref()),
+            or_dash(report.hub.last_error.as_deref())
+        )
     };
-    println!("hub  {}  ({hub})\n", s.hub.url);
+    println!("hub  {}  {hub}\n", report.hub.url);
+    let rows: Vec<Vec<String>> = report
+        .databases
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.clone(),
+                d.state.as_str().replace('_', " "),
+                d.pending_local.to_string(),
+                d.pending_remote.to_string(),
+                ago(d.last_sync.as_deref()),
+                d.conflicts.to_string(),
+                d.parked.to_string(),
+                if d.auto_sync { "on" } else { "off" }.into(),
+                output::clip(d.last_error.as_deref().unwrap_or("-"), 60),
+            ]
+        })
+        .collect();
     output::table(
-        &["database", "state", "local", "remote", "last sync", "conflicts", "parked", "auto", "last error"],
-        s.databases
-            .iter()
-            .map(|d| {
-                vec![
-                    d.name.clone(),
-                    serde_json::to_value(d.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-                    d.pending_local.to_string(),
-                    d.pending_remote.to_string(),
-                    or_dash(&d.last_sync),
-                    d.conflicts.to_string(),
-                    d.parked.to_string(),
-                    if d.auto_sync { "on" } else { "off" }.into(),
-                    or_dash(&d.last_error),
-                ]
-            })
-            .collect(),
+        &["database", "state", "to publish", "to apply", "last sync", "conflicts", "parked", "auto", "last error"],
+        &rows,
     );
-    let skipped: Vec<_> = s.databases.iter().flat_map(|d| d.skipped_files.iter()).collect();
-    if !skipped.is_empty() {
-        println!("\nskipped hub files:");
-        for f in skipped {
-            println!("  {}: {}", f.path, f.reason);
+    for d in &report.databases {
+        for skipped in &d.skipped_files {
+            println!("{}: skipped hub file {}: {}", d.name, skipped.path, skipped.reason);
         }
     }
-    println!();
-    super::peers::print(&s.peers);
-    for w in &s.warnings {
-        println!("warning: {w}");
+    if !report.peers.is_empty() {
+        println!();
+        super::peers::print(&report.peers);
     }
-    0
+    for warning in &report.warnings {
+        println!("warning: {warning}");
+    }
 }

@@ -272,8 +272,7 @@ pub async fn peers(workers: &[Worker], active_secs: u64) -> Vec<PeerInfo> {
                 last_seen: Some(hb.time),
                 active: age_ms < active_secs as i64 * 1000,
                 version: hb.version,
-                // A heartbeat from the future: that peer's clock is ahead.
-                clock_skew_ms: (age_ms < -60_000).then_some(-age_ms),
+                clock_skew_ms: hb.clock_skew_ms,
             });
         }
     }

@@ -135,12 +135,18 @@ impl Peer {
 
     /// Starts the daemon and waits for its socket.
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("daemon.log")).unwrap();
         let child = Command::new(syncd())
             .arg("--config")
             .arg(self.config_path())
             .env("SYNCD_LOG", "syncd=debug,info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
