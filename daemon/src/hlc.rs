@@ -40,8 +40,16 @@ impl Hlc {
     }
 }
 
+/// This machine's wall clock in Unix milliseconds.
+///
+/// `SYNCD_CLOCK_SKEW_MS` shifts it, for testing peers whose clocks disagree
+/// on one machine (the reliability tests run peers an hour apart).
 pub fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    static SKEW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let skew =
+        *SKEW.get_or_init(|| std::env::var("SYNCD_CLOCK_SKEW_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(0));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    (now + skew).max(0) as u64
 }
 
 /// The wall-clock milliseconds inside a clock value.

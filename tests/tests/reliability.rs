@@ -182,9 +182,13 @@ fn peers_an_hour_apart_converge_and_status_warns_about_the_skew() {
     assert!(wait_for(Duration::from_secs(20), || a.query("SELECT name FROM items WHERE id = 1") == "later, from b"));
     a.exec("UPDATE items SET qty = 2 WHERE id = 1;");
     assert!(wait_for(Duration::from_secs(20), || b.query("SELECT qty FROM items WHERE id = 1") == "2"));
-    assert!(wait_for(Duration::from_secs(20), || {
-        b.ctl_json(&["status"])["warnings"].to_string().contains("clock of peer a")
-    }));
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            b.ctl_json(&["status"])["warnings"].to_string().contains("clock of peer a")
+        }),
+        "{}",
+        b.ctl_json(&["status"])
+    );
 }
 
 #[test]
