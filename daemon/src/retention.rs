@@ -35,7 +35,7 @@ pub struct Rules {
 /// The snapshots to keep (by path), from the snapshots of one peer.
 pub fn kept_snapshots(snapshots: &[SnapshotFact], rules: &Rules, now_ms: i64) -> Vec<String> {
     let mut sorted: Vec<&SnapshotFact> = snapshots.iter().collect();
-    sorted.sort_by(|a, b| b.created_ms.cmp(&a.created_ms));
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.created_ms));
     sorted
         .iter()
         .enumerate()

@@ -129,16 +129,16 @@ pub fn list(hub: &dyn Hub, database: &str) -> Result<Vec<SnapshotEntry>, Snapsho
         }
         let dir = snapshots_dir(database, &peer);
         for HubEntry { name, size, .. } in hub.list(&dir, None)? {
-            if let NameKind::Snapshot { database: db, peer_name, created_ms } = names::classify(&name) {
-                if db == database {
-                    out.push(SnapshotEntry {
-                        path: format!("{dir}/{name}"),
-                        peer_id: peer.clone(),
-                        peer_name,
-                        created_ms,
-                        size,
-                    });
-                }
+            if let NameKind::Snapshot { database: db, peer_name, created_ms } = names::classify(&name)
+                && db == database
+            {
+                out.push(SnapshotEntry {
+                    path: format!("{dir}/{name}"),
+                    peer_id: peer.clone(),
+                    peer_name,
+                    created_ms,
+                    size,
+                });
             }
         }
     }

@@ -144,14 +144,14 @@ impl Engine {
     /// and a "before" copy. The restored rows then sync like local edits.
     pub fn restore(&mut self, id: &str, at_ms: Option<i64>) -> Result<String, EngineError> {
         let entry = snapshot::find(self.hub.as_ref(), &self.config.name, id)?;
-        if let Some(at) = at_ms {
-            if entry.created_ms > at {
-                return Err(EngineError::Snapshot(format!(
-                    "{} was taken after {}: pick a snapshot from before that time (`syncctl list`)",
-                    entry.path,
-                    heartbeat::rfc3339(at)
-                )));
-            }
+        if let Some(at) = at_ms
+            && entry.created_ms > at
+        {
+            return Err(EngineError::Snapshot(format!(
+                "{} was taken after {}: pick a snapshot from before that time (`syncctl list`)",
+                entry.path,
+                heartbeat::rfc3339(at)
+            )));
         }
         let work = self.work_dir("restore");
         std::fs::create_dir_all(&work).map_err(SnapshotError::from)?;
@@ -270,13 +270,13 @@ impl Engine {
         }
         let dir = outbox::changes_dir(&self.config.name, &self.identity.peer_id);
         for HubEntry { name, .. } in self.hub.list(&dir, None)? {
-            if let NameKind::Batch(seq) = names::classify(&name) {
-                if seq <= up_to {
-                    if !dry_run {
-                        self.hub.delete(&format!("{dir}/{name}"))?;
-                    }
-                    outcome.removed_batches += 1;
+            if let NameKind::Batch(seq) = names::classify(&name)
+                && seq <= up_to
+            {
+                if !dry_run {
+                    self.hub.delete(&format!("{dir}/{name}"))?;
                 }
+                outcome.removed_batches += 1;
             }
         }
         info!(dry_run, snapshots = outcome.removed_snapshots.len(), batches = outcome.removed_batches, "cleanup");

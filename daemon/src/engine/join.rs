@@ -61,10 +61,10 @@ impl Engine {
                 }
             };
             let covered = covered_by(&header);
-            if let Some((_, missing)) = behind {
-                if covered.covers_seq < missing {
-                    continue;
-                }
+            if let Some((_, missing)) = behind
+                && covered.covers_seq < missing
+            {
+                continue;
             }
             self.import_snapshot(&plain, &covered, behind.is_none())?;
             let _ = std::fs::remove_dir_all(&work);

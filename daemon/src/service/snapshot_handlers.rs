@@ -50,7 +50,7 @@ pub async fn handle(handler: &Handler, request: Request) -> Response {
         Request::Restore { snapshot, at, yes } => {
             let at_ms = match at.as_deref().map(parse_time) {
                 Some(Ok(ms)) => Some(ms),
-                Some(Err(r)) => return r,
+                Some(Err(r)) => return *r,
                 None => None,
             };
             // The snapshot id starts with its database's name.
@@ -169,9 +169,11 @@ fn needs_force(what: &str) -> Response {
     }
 }
 
-fn parse_time(s: &str) -> Result<i64, Response> {
-    heartbeat::parse_rfc3339(s).ok_or_else(|| Response::Error {
-        kind: ErrorKind::BadRequest,
-        message: format!("{s:?} is not a time: use RFC 3339, for example 2026-11-26T14:30:00Z"),
+fn parse_time(s: &str) -> Result<i64, Box<Response>> {
+    heartbeat::parse_rfc3339(s).ok_or_else(|| {
+        Box::new(Response::Error {
+            kind: ErrorKind::BadRequest,
+            message: format!("{s:?} is not a time: use RFC 3339, for example 2026-11-26T14:30:00Z"),
+        })
     })
 }

@@ -88,12 +88,11 @@ impl Worker {
         let queued = self.cycle_queued.clone();
         let _ = self.jobs.send(Message::Job(Box::new(move |e| {
             queued.store(false, Ordering::Release);
-            if e.auto_sync() {
-                if let Ok(report) = e.run_cycle() {
-                    if let Err(err) = e.maintenance_if_due(report.captured) {
-                        tracing::warn!(db = %e.config.name, error = %err, "automatic snapshot or cleanup failed");
-                    }
-                }
+            if e.auto_sync()
+                && let Ok(report) = e.run_cycle()
+                && let Err(err) = e.maintenance_if_due(report.captured)
+            {
+                tracing::warn!(db = %e.config.name, error = %err, "automatic snapshot or cleanup failed");
             }
         })));
     }
