@@ -120,7 +120,9 @@ fn bench_apply(out: &mut Vec<Row>) {
     });
 }
 
-fn bench_capture(out: &mut Vec<Row>) {
+/// A peer folder with the large benchmark database (`SYNCD_BENCH_ROWS`
+/// rows, default 1,000,000) and an empty folder hub beside it.
+fn large_database() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, i64) {
     let rows: i64 = std::env::var("SYNCD_BENCH_ROWS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let tmp = tempfile::tempdir().unwrap();
     let hub = tmp.path().join("hub");
@@ -128,6 +130,11 @@ fn bench_capture(out: &mut Vec<Row>) {
     let a = tmp.path().join("a");
     std::fs::create_dir_all(&a).unwrap();
     fill(&a.join("app.db"), rows);
+    (tmp, hub, a, rows)
+}
+
+fn bench_capture(out: &mut Vec<Row>) {
+    let (_tmp, hub, a, rows) = large_database();
     let mut e = engine(&a, &hub, "a");
     let t = Instant::now();
     e.run_cycle().unwrap();
@@ -187,6 +194,147 @@ fn bench_capture(out: &mut Vec<Row>) {
     });
 }
 
+fn bench_snapshot(out: &mut Vec<Row>) {
+    let (tmp, hub, a, _rows) = large_database();
+    let size = std::fs::metadata(a.join("app.db")).unwrap().len() as f64;
+    let mut e = engine(&a, &hub, "a");
+    e.run_cycle().unwrap();
+    let t = Instant::now();
+    let entry = e.backup().unwrap();
+    let snap = t.elapsed();
+    let t = Instant::now();
+    std::fs::copy(a.join("app.db"), tmp.path().join("copy.db")).unwrap();
+    let cp = t.elapsed();
+    let mb = size / 1e6;
+    out.push(Row {
+        figure: "snapshot (MB/s of database)",
+        value: format!("{:.0}", mb / secs(snap)),
+        baseline: format!("{:.0} cp", mb / secs(cp)),
+        ratio: secs(cp) / secs(snap),
+        target: ">= 0.25x",
+    });
+    out.push(Row {
+        figure: "snapshot compressed size",
+        value: format!("{:.1} MB", entry.size as f64 / 1e6),
+        baseline: format!("{mb:.1} MB database"),
+        ratio: entry.size as f64 / size,
+        target: "-",
+    });
+}
+
+/// Counts the requests an idle cycle makes, against the real S3 server of
+/// `SYNCD_TEST_S3_ENDPOINT`.
+fn bench_s3_idle_poll(out: &mut Vec<Row>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use syncd::hub::{Hub, HubEntry, HubError};
+    let Ok(endpoint) = std::env::var("SYNCD_TEST_S3_ENDPOINT") else {
+        eprintln!("s3 idle poll: skipped (set SYNCD_TEST_S3_ENDPOINT, e.g. eval \"$(.ci/s3-server.sh start)\")");
+        return;
+    };
+    struct Counting(Arc<dyn Hub>, AtomicU64, AtomicU64);
+    impl Hub for Counting {
+        fn url(&self) -> &str {
+            self.0.url()
+        }
+        fn list(&self, d: &str, a: Option<&str>) -> Result<Vec<HubEntry>, HubError> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.list(d, a)
+        }
+        fn list_dirs(&self, d: &str) -> Result<Vec<String>, HubError> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.list_dirs(d)
+        }
+        fn get(&self, p: &str) -> Result<Vec<u8>, HubError> {
+            self.2.fetch_add(1, Ordering::Relaxed);
+            self.0.get(p)
+        }
+        fn get_to_file(&self, p: &str, l: &Path) -> Result<(), HubError> {
+            self.2.fetch_add(1, Ordering::Relaxed);
+            self.0.get_to_file(p, l)
+        }
+        fn put_atomic(&self, p: &str, b: &[u8]) -> Result<(), HubError> {
+            self.2.fetch_add(1, Ordering::Relaxed);
+            self.0.put_atomic(p, b)
+        }
+        fn put_new(&self, p: &str, b: &[u8]) -> Result<(), HubError> {
+            self.2.fetch_add(1, Ordering::Relaxed);
+            self.0.put_new(p, b)
+        }
+        fn put_file(&self, p: &str, l: &Path) -> Result<(), HubError> {
+            self.2.fetch_add(1, Ordering::Relaxed);
+            self.0.put_file(p, l)
+        }
+        fn delete(&self, p: &str) -> Result<(), HubError> {
+            self.2.fetch_add(1, Ordering::Relaxed);
+            self.0.delete(p)
+        }
+    }
+    let bucket = format!("bench{}", std::process::id());
+    let addr = endpoint.trim_start_matches("http://");
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let _ = s.read_to_string(&mut String::new());
+    }
+    let opts = syncd::hub::S3Options {
+        endpoint: Some(endpoint.clone()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+        allow_http: Some(true),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut engines = Vec::new();
+    let mut counters = Vec::new();
+    for name in ["a", "b", "c"] {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        fill(&dir.join("app.db"), 10);
+        let text = format!(
+            "peer_name = \"{name}\"\nstate_dir = \"{}\"\n[hub]\nurl = \"s3://{bucket}/x\"\n[[database]]\nname = \"bench\"\npath = \"{}\"\n",
+            dir.join("state").display(),
+            dir.join("app.db").display()
+        );
+        let c = Config::parse(&text, Path::new("bench.toml")).unwrap();
+        let id = Identity::load_or_create(&c.state_dir(), name.into()).unwrap();
+        let counting =
+            Arc::new(Counting(syncd::hub::open(&c.hub.url, &opts).unwrap(), AtomicU64::new(0), AtomicU64::new(0)));
+        counters.push(counting.clone());
+        engines.push(Engine::open(&c, &c.databases[0], &id, counting).unwrap());
+    }
+    for _ in 0..2 {
+        for e in &mut engines {
+            e.run_cycle().unwrap();
+        }
+    }
+    let before: Vec<(u64, u64)> =
+        counters.iter().map(|c| (c.1.load(Ordering::Relaxed), c.2.load(Ordering::Relaxed))).collect();
+    let polls = 10;
+    let t = Instant::now();
+    for _ in 0..polls {
+        engines[0].run_cycle().unwrap();
+    }
+    let idle = t.elapsed();
+    let lists = counters[0].1.load(Ordering::Relaxed) - before[0].0;
+    let others = counters[0].2.load(Ordering::Relaxed) - before[0].1;
+    out.push(Row {
+        figure: "S3 requests per idle poll (2 peers)",
+        value: format!("{:.1} LIST + {:.1} other", lists as f64 / polls as f64, others as f64 / polls as f64),
+        baseline: "3 = 1 LIST per peer folder + 1".into(),
+        ratio: 3.0 / (lists as f64 / polls as f64),
+        target: ">= 1x",
+    });
+    out.push(Row {
+        figure: "S3 idle poll time (ms)",
+        value: format!("{:.1}", secs(idle) * 1000.0 / polls as f64),
+        baseline: "-".into(),
+        ratio: 1.0,
+        target: "-",
+    });
+}
+
 fn main() {
     let mut rows = Vec::new();
     let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
@@ -196,6 +344,12 @@ fn main() {
     }
     if want("capture") {
         bench_capture(&mut rows);
+    }
+    if want("snapshot") {
+        bench_snapshot(&mut rows);
+    }
+    if want("s3") {
+        bench_s3_idle_poll(&mut rows);
     }
     println!("{:<40} {:>14} {:>28} {:>8} {:>9}", "figure", "syncd", "baseline (same run)", "ratio", "target");
     for r in rows {
