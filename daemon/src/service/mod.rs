@@ -58,6 +58,9 @@ pub fn run_blocking(config_path: PathBuf, config: Config) -> Result<(), RunError
 }
 
 async fn run(config_path: PathBuf, config: Config) -> Result<(), RunError> {
+    // Before anything can be seen from outside (the socket): a SIGHUP or
+    // SIGTERM that arrives early must not find the default action (exit).
+    let signals = Signals::install();
     let socket_path = config.socket.clone().unwrap_or_else(control::default_socket_path);
     let socket = control::ControlSocket::bind(&socket_path).map_err(|e| RunError::usage(e.to_string()))?;
     let running = start(config).await?;
@@ -66,7 +69,7 @@ async fn run(config_path: PathBuf, config: Config) -> Result<(), RunError> {
     let server = tokio::spawn(socket.serve(Arc::new(handlers::Handler { daemon: daemon.clone() }), shutdown_rx));
     notify_ready();
     info!(socket = %socket_path.display(), "syncd is running");
-    wait_for_signals(&daemon).await;
+    signals.wait(&daemon).await;
     info!("shutting down: one last sync of every database");
     let _ = shutdown_tx.send(true);
     let running = {
@@ -169,33 +172,57 @@ pub async fn reload(daemon: &Daemon) -> Result<(), RunError> {
     }
 }
 
-#[cfg(unix)]
-async fn wait_for_signals(daemon: &Daemon) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
-        warn!("cannot install signal handlers; stop syncd with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => {
-                info!("SIGHUP: reloading the configuration");
-                if let Err(e) = reload(daemon).await {
-                    warn!(error = %e, "reload failed; keeping the previous configuration");
+/// The signals the daemon acts on, installed once at start.
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams =
+            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+                (Ok(t), Ok(i), Ok(h)) => Some([t, i, h]),
+                _ => {
+                    warn!("cannot install signal handlers; stop syncd with SIGKILL");
+                    None
+                }
+            };
+        Signals { streams }
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> Signals {
+        Signals {}
+    }
+
+    /// Returns on SIGTERM or SIGINT; reloads the configuration on SIGHUP.
+    #[cfg(unix)]
+    async fn wait(self, daemon: &Daemon) {
+        let Some([mut term, mut int, mut hup]) = self.streams else {
+            std::future::pending::<()>().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading the configuration");
+                    if let Err(e) = reload(daemon).await {
+                        warn!(error = %e, "reload failed; keeping the previous configuration");
+                    }
                 }
             }
         }
     }
-}
 
-#[cfg(not(unix))]
-async fn wait_for_signals(_daemon: &Daemon) {
-    let _ = tokio::signal::ctrl_c().await;
+    #[cfg(not(unix))]
+    async fn wait(self, _daemon: &Daemon) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[cfg(unix)]

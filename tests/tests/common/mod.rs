@@ -196,9 +196,10 @@ impl Peer {
         let out = self.ctl(&all);
         assert!(
             out.status.success(),
-            "syncctl {args:?}: {}{}",
+            "syncctl {args:?}: {}{}\ndaemon log:\n{}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
         );
         serde_json::from_slice(&out.stdout).unwrap()
     }
