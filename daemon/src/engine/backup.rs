@@ -99,7 +99,9 @@ impl Engine {
     pub fn maintenance_if_due(&mut self, captured: u64) -> Result<(), EngineError> {
         let now = crate::hlc::wall_ms() as i64;
         let changes = self.state.meta::<i64>("changes_since_snapshot")?.unwrap_or(0) + captured as i64;
-        self.state.set_meta("changes_since_snapshot", changes)?;
+        if captured > 0 {
+            self.state.set_meta("changes_since_snapshot", changes)?;
+        }
         let last = match self.state.meta::<i64>("last_snapshot_ms")? {
             Some(t) => t,
             None => {

@@ -49,6 +49,9 @@ impl Engine {
                 .filter(|s| s.peer_id == peer)
                 .collect(),
         };
+        if candidates.is_empty() {
+            return Ok(false);
+        }
         let work = self.work_dir("join");
         std::fs::create_dir_all(&work).map_err(snapshot::SnapshotError::from)?;
         for entry in candidates {

@@ -44,6 +44,7 @@ impl Watchers {
         let db_tx = tx.clone();
         let mut w = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event
+                && is_change(&event)
                 && event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|x| x == n)))
             {
                 let _ = db_tx.send(());
@@ -58,7 +59,9 @@ impl Watchers {
             let own = OsString::from(&worker.snapshot.lock().map(|s| s.self_peer_id.clone()).unwrap_or_default());
             let hub_tx = tx.clone();
             let mut w = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if let Ok(event) = event {
+                if let Ok(event) = event
+                    && is_change(&event)
+                {
                     // Our own writes (batches, heartbeats) are not news.
                     let foreign = event.paths.iter().any(|p| {
                         !p.components().any(|c| c.as_os_str() == own)
@@ -75,6 +78,20 @@ impl Watchers {
         let task = tokio::spawn(debounce_loop(rx, worker, debounce));
         Ok(Watchers { _watchers: watchers, task })
     }
+}
+
+/// Only a change is news: reads (ours included: listing the hub, reading
+/// the database) raise access events, and acting on those would loop.
+fn is_change(event: &notify::Event) -> bool {
+    use notify::EventKind;
+    use notify::event::ModifyKind;
+    matches!(
+        event.kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any | ModifyKind::Other)
+            | EventKind::Any
+    )
 }
 
 async fn debounce_loop(mut rx: mpsc::UnboundedReceiver<()>, worker: Worker, quiet: Duration) {
