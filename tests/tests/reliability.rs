@@ -77,8 +77,14 @@ fn kill_nine_at_random_moments_never_corrupts_loses_or_duplicates() {
     let kills: usize = std::env::var("SYNCD_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     let hub = Hub::folder();
     let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    // Snapshots every few hundred changes, so kills also land in them.
+    let config = std::fs::read_to_string(a.config_path()).unwrap() + "snapshot_every = 300\n";
+    std::fs::write(a.config_path(), config).unwrap();
     b.start();
-    let app = App::start(a.db(), 1, Duration::from_millis(2));
+    // Both applications write: a's daemon is killed while capturing,
+    // publishing, merging b's rows and taking snapshots.
+    let on_a = App::start(a.db(), 1, Duration::from_millis(2));
+    let on_b = App::start(b.db(), 10_000_000, Duration::from_millis(5));
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     for _ in 0..kills {
         a.start();
@@ -91,21 +97,31 @@ fn kill_nine_at_random_moments_never_corrupts_loses_or_duplicates() {
         child.wait().unwrap();
         let _ = std::fs::remove_file(a.socket());
     }
-    let (written, worst) = app.finish();
+    let (written_a, worst_a) = on_a.finish();
+    let (written_b, worst_b) = on_b.finish();
     assert_eq!(integrity(&a), "ok");
-    assert_eq!(a.query("SELECT count(*) FROM items"), written.to_string(), "the application's rows are intact");
+    assert_eq!(a.query("SELECT count(*) FROM items WHERE id < 10000000"), written_a.to_string(), "a's rows are intact");
     a.start();
-    let expected = a.query("SELECT id, qty FROM items ORDER BY id");
+    let all = (written_a + written_b).to_string();
     assert!(
-        wait_for(Duration::from_secs(120), || b.query("SELECT id, qty FROM items ORDER BY id") == expected),
-        "b has {} of {written} rows after {kills} kills\n{}",
+        wait_for(Duration::from_secs(120), || {
+            a.query("SELECT count(*) FROM items") == all && b.query("SELECT count(*) FROM items") == all
+        }),
+        "after {kills} kills: a has {}, b has {} of {all} rows\n{}",
+        a.query("SELECT count(*) FROM items"),
         b.query("SELECT count(*) FROM items"),
         a.log()
     );
+    assert!(wait_for(Duration::from_secs(60), || a.query("SELECT id, qty FROM items ORDER BY id")
+        == b.query("SELECT id, qty FROM items ORDER BY id")));
     assert_eq!(integrity(&b), "ok");
     assert!(batches_are_contiguous(&hub), "a batch sequence has a gap or a duplicate");
-    assert!(worst < Duration::from_secs(1), "the application waited {worst:?} for a lock");
-    eprintln!("reliability: {kills} kill -9 survived, {written} rows, worst application wait {worst:?}");
+    let snapshots = walk(hub.dir.path()).iter().filter(|p| p.extension().is_some_and(|e| e == "snap")).count();
+    let worst = worst_a.max(worst_b);
+    assert!(worst < Duration::from_secs(1), "an application waited {worst:?} for a lock");
+    eprintln!(
+        "reliability: {kills} kill -9 survived, {written_a} + {written_b} rows, {snapshots} snapshots, worst application wait {worst:?}"
+    );
 }
 
 #[test]
@@ -155,13 +171,34 @@ fn a_corrupt_hub_is_skipped_reported_and_survived() {
     assert!(wait_for(Duration::from_secs(10), || skipped(&a).contains("00000000000000000002.chg")), "{}", skipped(&a));
     let s = skipped(&a);
     assert!(s.contains("(1).chg") && s.contains("DESKTOP") && s.contains("not-a-peer"), "{s}");
-    for (bytes, what) in [(Vec::new(), "zero-length"), (flipped, "bit-flipped"), (future, "future-version")] {
+    // A whole, valid batch of another database, misplaced in this one.
+    let other = Peer::on(&hub.url, "other", "");
+    std::fs::write(
+        other.config_path(),
+        std::fs::read_to_string(other.config_path()).unwrap().replace("name = \"main\"", "name = \"elsewhere\""),
+    )
+    .unwrap();
+    other.exec("INSERT INTO items(id, name) VALUES (99, 'elsewhere');");
+    other.once();
+    let foreign = walk(&hub.dir.path().join("elsewhere"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "chg"))
+        .unwrap();
+    let foreign = std::fs::read(foreign).unwrap();
+    for (bytes, what) in
+        [(Vec::new(), "zero-length"), (flipped, "bit-flipped"), (future, "future-version"), (foreign, "wrong-database")]
+    {
         std::fs::write(changes.join("00000000000000000002.chg"), &bytes).unwrap();
         std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(a.ctl_json(&["status"])["databases"][0]["name"], "main", "daemon down after a {what} batch");
         assert_eq!(a.query("SELECT count(*) FROM items"), "1", "something applied from a {what} batch");
+        let reason = match what {
+            "future-version" => "upgrade syncd",
+            "wrong-database" => "belongs elsewhere",
+            _ => "00000000000000000002.chg",
+        };
+        assert!(wait_for(Duration::from_secs(10), || skipped(&a).contains(reason)), "{what}: {}", skipped(&a));
     }
-    assert!(skipped(&a).contains("upgrade syncd"), "{}", skipped(&a));
     // The peer folder vanishes: nothing breaks.
     std::fs::remove_dir_all(changes.parent().unwrap()).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
