@@ -116,6 +116,12 @@ impl Decision {
     }
 }
 
+/// The newest local column version the remote author had not seen: what a
+/// whole-row decision (a delete, `lww-column`) is concurrent with.
+fn newest_unseen(row: &RowState, seen: &dyn Fn(Version) -> bool, peers: &dyn PeerBook) -> Option<Version> {
+    row.cols.iter().map(|c| c.version).filter(|v| !seen(*v)).max_by(|a, b| compare_versions(*a, *b, peers))
+}
+
 /// Orders two versions: clock, then peer id. Every peer orders them alike.
 pub fn compare_versions(a: Version, b: Version, peers: &dyn PeerBook) -> Ordering {
     a.clock.cmp(&b.clock).then_with(|| peers.peer_id(a.peer).cmp(peers.peer_id(b.peer)))
@@ -175,8 +181,7 @@ pub fn decide(
             }
         }
         (Op::Delete, Some(row)) => {
-            let newest_unseen =
-                row.cols.iter().map(|c| c.version).filter(|v| !seen(*v)).max_by(|a, b| compare_versions(*a, *b, peers));
+            let newest_unseen = newest_unseen(row, &seen, peers);
             let tombstone = RowState { hash: 0, deleted: Some(version), cols: Vec::new() };
             match newest_unseen {
                 None => Decision { action: Action::Delete, new_state: Some(tombstone), conflicts: Vec::new() },
@@ -326,8 +331,7 @@ fn decide_whole_row(
     local_value: &mut dyn FnMut(usize) -> Value,
     remote_image: impl Fn() -> Vec<(String, Value)>,
 ) -> Decision {
-    let newest_unseen =
-        row.cols.iter().map(|c| c.version).filter(|v| !seen(*v)).max_by(|a, b| compare_versions(*a, *b, peers));
+    let newest_unseen = newest_unseen(row, seen, peers);
     let all_remote = |state: &RowState| {
         let mut s = state.clone();
         for (_, name_hash, v) in mapped {
