@@ -116,6 +116,22 @@ impl Decision {
     }
 }
 
+/// The remote change loses as a whole row: nothing is written and its
+/// image is kept in the conflict log.
+fn remote_row_loses(image: Vec<(String, Value)>, loser: Version, winner: Version, reason: &'static str) -> Decision {
+    Decision {
+        action: Action::Skip,
+        new_state: None,
+        conflicts: vec![ConflictNote {
+            column: None,
+            loser: Loser::Remote(image),
+            loser_version: loser,
+            winner_version: winner,
+            reason,
+        }],
+    }
+}
+
 /// The newest local column version the remote author had not seen: what a
 /// whole-row decision (a delete, `lww-column`) is concurrent with.
 fn newest_unseen(row: &RowState, seen: &dyn Fn(Version) -> bool, peers: &dyn PeerBook) -> Option<Version> {
@@ -234,17 +250,12 @@ pub fn decide(
                     _ => Decision { action: Action::Skip, new_state: None, conflicts },
                 }
             } else {
-                Decision {
-                    action: Action::Skip,
-                    new_state: None,
-                    conflicts: vec![ConflictNote {
-                        column: None,
-                        loser: Loser::Remote(remote_image()),
-                        loser_version: version,
-                        winner_version: d,
-                        reason: "edited by a peer, deleted here concurrently; the delete won",
-                    }],
-                }
+                remote_row_loses(
+                    remote_image(),
+                    version,
+                    d,
+                    "edited by a peer, deleted here concurrently; the delete won",
+                )
             }
         }
         (_, Some(row)) => match policy {
@@ -369,17 +380,7 @@ fn decide_whole_row(
             }],
         }
     } else {
-        Decision {
-            action: Action::Skip,
-            new_state: None,
-            conflicts: vec![ConflictNote {
-                column: None,
-                loser: Loser::Remote(remote_image()),
-                loser_version: version,
-                winner_version: local_v,
-                reason: "the row edited here and by a peer; the newer timestamp won",
-            }],
-        }
+        remote_row_loses(remote_image(), version, local_v, "the row edited here and by a peer; the newer timestamp won")
     }
 }
 

@@ -186,21 +186,28 @@ fn copy_into(from: &Path, file: &mut File) -> io::Result<()> {
     Ok(())
 }
 
+impl FolderHub {
+    /// The entries of a hub folder; `None` when the folder does not exist
+    /// (yet) while the hub root does.
+    fn read_dir(&self, dir: &str) -> Result<Option<fs::ReadDir>, HubError> {
+        match fs::read_dir(self.path(dir)?) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.check_root()?;
+                Ok(None)
+            }
+            Err(e) => Err(self.io(dir, e)),
+        }
+    }
+}
+
 impl Hub for FolderHub {
     fn url(&self) -> &str {
         &self.url
     }
 
     fn list(&self, dir: &str, after: Option<&str>) -> Result<Vec<HubEntry>, HubError> {
-        let path = self.path(dir)?;
-        let read = match fs::read_dir(&path) {
-            Ok(r) => r,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                self.check_root()?;
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(self.io(dir, e)),
-        };
+        let Some(read) = self.read_dir(dir)? else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         for entry in read {
             let entry = entry.map_err(|e| self.io(dir, e))?;
@@ -221,15 +228,7 @@ impl Hub for FolderHub {
     }
 
     fn list_dirs(&self, dir: &str) -> Result<Vec<String>, HubError> {
-        let path = self.path(dir)?;
-        let read = match fs::read_dir(&path) {
-            Ok(r) => r,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                self.check_root()?;
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(self.io(dir, e)),
-        };
+        let Some(read) = self.read_dir(dir)? else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         for entry in read {
             let entry = entry.map_err(|e| self.io(dir, e))?;
