@@ -13,14 +13,16 @@
 //! overwritten: the change is parked and retried after the next capture, when
 //! the local edit has a version and takes part in the merge.
 
-use crate::batch::{BatchBody, RowChange, Seen, TableChanges};
+use crate::batch::{BatchBody, Born, Op, RowChange, Seen, TableChanges};
 use crate::config::Policy;
+use crate::constraints::{self, Constraints};
 use crate::merge::{self, Action, ConflictNote, Decision, Loser, ParkReason, PeerBook, RemoteBatch};
 use crate::schema::{Table, quote_ident};
-use crate::state::{ColState, Conflict, Cursor, RowState, State, Version};
+use crate::state::{self, ColState, Conflict, Cursor, RowState, State, Version};
 use crate::value::{self, Value};
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -44,6 +46,8 @@ pub struct ApplyStats {
     pub applied: u64,
     pub conflicts: u64,
     pub parked: u64,
+    /// Rows made here that yielded their key to a peer's row and moved.
+    pub moved: u64,
     /// A row was forgotten so that capture republishes it: capture again
     /// even though the application wrote nothing.
     pub needs_capture: bool,
@@ -54,6 +58,7 @@ impl std::ops::AddAssign for ApplyStats {
         self.applied += o.applied;
         self.conflicts += o.conflicts;
         self.parked += o.parked;
+        self.moved += o.moved;
         self.needs_capture |= o.needs_capture;
     }
 }
@@ -75,6 +80,7 @@ pub struct ParkedChange {
 pub struct Peers {
     pub ids: Vec<String>,
     pub names: HashMap<String, String>,
+    pub self_idx: u32,
 }
 
 impl PeerBook for Peers {
@@ -83,6 +89,12 @@ impl PeerBook for Peers {
     }
     fn peer_name(&self, idx: u32) -> &str {
         self.names.get(self.peer_id(idx)).map(String::as_str).unwrap_or("")
+    }
+    fn self_index(&self) -> u32 {
+        self.self_idx
+    }
+    fn index_of(&self, peer: u128) -> Option<u32> {
+        self.ids.iter().position(|id| u128::from_str_radix(id, 16).ok() == Some(peer)).map(|i| i as u32)
     }
 }
 
@@ -101,6 +113,8 @@ pub struct Applier<'a> {
     /// State tables with no rows when the current batch started.
     pub empty_tables: std::collections::HashSet<i64>,
     pub last_sql: std::cell::RefCell<Option<(SqlKey, rusqlite::Statement<'a>)>>,
+    /// The application's UNIQUE indexes and foreign keys, read per batch.
+    pub constraints: Constraints,
 }
 
 /// What a built statement depends on.
@@ -121,7 +135,8 @@ pub enum Origin {
 
 struct Planned<'b> {
     table: &'b TableChanges,
-    change: &'b RowChange,
+    /// The change, aimed at the key where its row lives here.
+    change: Cow<'b, RowChange>,
     tbl: i64,
     key: Vec<u8>,
     local: Option<RowState>,
@@ -133,13 +148,31 @@ struct Outcome {
     key: Vec<u8>,
     record: Record,
     conflicts: Vec<Conflict>,
+    /// The local database changed beyond this row (a row moved or lost a
+    /// UNIQUE clash): capture must publish it.
+    side_effects: bool,
+    moved: bool,
+    /// The local row left this key for a fresh one while the remote row
+    /// could not take it yet: the key is recorded as free, so capture does
+    /// not publish the move as a delete of the remote row's key.
+    vacated: bool,
+    /// Rows that now live at another key than the one they were born with:
+    /// (birth, key), and the state of each such key.
+    moves: Vec<(Born, Vec<u8>, Option<RowState>)>,
+    /// Keys a moved row left here: recorded as free, published as nothing.
+    vacated_elsewhere: Vec<Vec<u8>>,
 }
 
 enum Record {
     Nothing,
     Put(RowState),
-    Forget,
-    Park { table: TableChanges, reason: ParkReason, detail: String },
+    /// Put, and have the next capture publish the row whole.
+    Republish(RowState),
+    Park {
+        table: TableChanges,
+        reason: ParkReason,
+        detail: String,
+    },
 }
 
 impl Applier<'_> {
@@ -193,8 +226,253 @@ impl Applier<'_> {
         self.execute_cached(2, table, columns, build, columns.iter().map(|(_, v)| v))
     }
 
+    /// Inserts a remote row. A clash with another row on a UNIQUE index is
+    /// a conflict between the two rows (see [`Self::with_unique_clashes`]).
+    #[allow(clippy::too_many_arguments)] // the change, its origin and where it goes
+    fn insert_new(
+        &self,
+        table: &Table,
+        p: &Planned<'_>,
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+        columns: &[(usize, Value)],
+        key_values: &[Value],
+        mut outcome: Outcome,
+    ) -> Result<Outcome, ApplyError> {
+        if let Some(detail) = self.missing_parent(table, columns)? {
+            outcome.record = park_record(p, ParkReason::ParentMissing, detail);
+            return Ok(outcome);
+        }
+        let mut image = vec![Value::Null; table.columns.len()];
+        for (i, v) in columns {
+            image[*i] = v.clone();
+        }
+        if read_row(self.user, table, key_values)?.is_some() {
+            outcome.record = park_record(
+                p,
+                ParkReason::LocalEditPending,
+                "a row with this key was added here since the last capture".into(),
+            );
+            return Ok(outcome);
+        }
+        let written = self
+            .with_unique_clashes(table, p, remote, peers, &image, &mut outcome, || self.insert_row(table, columns))?;
+        if !written {
+            return Ok(outcome);
+        }
+        let after = if columns.len() == table.columns.len() {
+            image
+        } else {
+            read_row(self.user, table, key_values)?.unwrap_or_default()
+        };
+        let mut state = p.decision.new_state.clone().expect("write has a state");
+        complete_state(table, &after, &mut state);
+        outcome.record = Record::Put(state);
+        for note in &p.decision.conflicts {
+            outcome.conflicts.push(conflict_from(note, table, p, None, remote, peers));
+        }
+        Ok(outcome)
+    }
+
+    /// Runs `write`; when another row holds a value of a UNIQUE index that
+    /// `after` (the row as written) needs, the two rows are in conflict: the
+    /// one whose value is older stays, on every peer alike, and the other is
+    /// kept in the conflict log. A local row that loses is deleted (capture
+    /// publishes that) after the rows referring to it are pointed at the
+    /// winner, the same thing by that index. False: nothing was written and
+    /// `outcome` says why.
+    #[allow(clippy::too_many_arguments)] // the change, its origin and where it goes
+    fn with_unique_clashes(
+        &self,
+        table: &Table,
+        p: &Planned<'_>,
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+        after: &[Value],
+        outcome: &mut Outcome,
+        write: impl Fn() -> rusqlite::Result<()>,
+    ) -> Result<bool, ApplyError> {
+        let theirs = Version { clock: remote.body.clock, peer: remote.author };
+        for _ in 0..=self.constraints.unique(&table.name).len() {
+            let refused = match write() {
+                Ok(()) => return Ok(true),
+                Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == ErrorCode::ConstraintViolation => {
+                    msg.unwrap_or_else(|| e.to_string())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some((columns, local)) = self.unique_clash(table, after)? else {
+                outcome.record = park_record(p, ParkReason::Refused, refused);
+                return Ok(false);
+            };
+            let local_key: Vec<Value> = table.key.iter().map(|&k| local[k].clone()).collect();
+            let tbl = p.tbl;
+            let state = self.state.row(tbl, &value::encode_key(local_key.iter().map(Value::as_ref)))?;
+            let Some(ours) =
+                state.as_ref().filter(|s| s.deleted.is_none()).map(|s| unique_version(table, s, &columns, peers))
+            else {
+                outcome.record = park_record(
+                    p,
+                    ParkReason::LocalEditPending,
+                    format!("clashes on UNIQUE({}) with a row added here since the last capture", columns.join(", ")),
+                );
+                return Ok(false);
+            };
+            let reason =
+                format!("UNIQUE({}): the same value here and at a peer; the older row stays", columns.join(", "));
+            let remote_image = image_json(table.columns.iter().map(|c| c.name.clone()).zip(after.iter().cloned()));
+            let local_image = image_json(table.columns.iter().map(|c| c.name.clone()).zip(local.iter().cloned()));
+            if merge::compare_versions(ours, theirs, peers) == std::cmp::Ordering::Less {
+                outcome.conflicts.push(clash_conflict(
+                    table,
+                    p.change.key.clone(),
+                    (remote_image, theirs),
+                    (local_image, ours),
+                    peers,
+                    &reason,
+                ));
+                outcome.record = Record::Nothing;
+                return Ok(false);
+            }
+            if table.key.len() == 1 {
+                let key_column = &table.columns[table.key[0]].name;
+                let winner_key = &after[table.key[0]];
+                constraints::repoint_children(
+                    self.user,
+                    &self.constraints,
+                    &table.name,
+                    key_column,
+                    &local_key[0],
+                    winner_key,
+                )?;
+            }
+            delete_row(self.user, table, &local_key)?;
+            outcome.conflicts.push(clash_conflict(
+                table,
+                local_key,
+                (local_image, ours),
+                (remote_image, theirs),
+                peers,
+                &reason,
+            ));
+            outcome.side_effects = true;
+        }
+        outcome.record =
+            park_record(p, ParkReason::Refused, "clashes on more UNIQUE indexes than the table has".into());
+        Ok(false)
+    }
+
+    /// Removes the copy of a row that moved from where it was here, quietly:
+    /// its author published the move, not a delete. A copy edited here since
+    /// the last capture stays; the edit follows the row to its new key.
+    fn vacate_old_place(
+        &self,
+        table: &Table,
+        p: &Planned<'_>,
+        born: Born,
+        peers: &Peers,
+        outcome: &mut Outcome,
+    ) -> Result<(), ApplyError> {
+        if !table.integer_primary_key {
+            return Ok(());
+        }
+        let birth_place = value::encode_key([rusqlite::types::ValueRef::Integer(born.key as i64)]);
+        let old = self.state.moved_to(p.tbl, born)?.unwrap_or(birth_place);
+        if old == p.key {
+            return Ok(());
+        }
+        let Some(row) = self.state.row(p.tbl, &old)?.filter(|r| r.deleted.is_none()) else { return Ok(()) };
+        if merge::birth(table, &row).and_then(|b| b.to_wire(peers)) != Some(born) {
+            return Ok(());
+        }
+        let Ok(key_values) = value::decode_key(&old) else { return Ok(()) };
+        if read_row(self.user, table, &key_values)?.map(|v| row_hash(table, &v)) != Some(row.hash) {
+            return Ok(());
+        }
+        delete_row(self.user, table, &key_values)?;
+        outcome.vacated_elsewhere.push(old);
+        Ok(())
+    }
+
+    /// The other row holding a value of a UNIQUE index that `after` needs:
+    /// the index's columns and that row.
+    fn unique_clash(&self, table: &Table, after: &[Value]) -> rusqlite::Result<Option<(Vec<String>, Vec<Value>)>> {
+        for index in self.constraints.unique(&table.name) {
+            let values: Option<Vec<&Value>> =
+                index.columns.iter().map(|c| table.column_index(c).map(|i| &after[i])).collect();
+            let Some(values) = values else { continue };
+            if values.iter().any(|v| matches!(v, Value::Null)) {
+                continue;
+            }
+            let key: Vec<&Value> = table.key.iter().map(|&k| &after[k]).collect();
+            let sql = format!(
+                "SELECT {} FROM main.{} WHERE {} AND NOT ({}) LIMIT 1",
+                table.select_list(),
+                quote_ident(&table.name),
+                constraints::equal_predicate(&index.columns),
+                table.key_predicate(index.columns.len() + 1)
+            );
+            let n = table.columns.len();
+            let row = self
+                .user
+                .prepare_cached(&sql)?
+                .query_row(rusqlite::params_from_iter(values.into_iter().chain(key)), |r| {
+                    (0..n).map(|i| Ok(Value::from_ref(r.get_ref(i)?))).collect::<rusqlite::Result<Vec<Value>>>()
+                })
+                .optional()?;
+            if let Some(row) = row {
+                return Ok(Some((index.columns.clone(), row)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Why a write of these columns would leave a foreign key dangling.
+    fn missing_parent(&self, table: &Table, columns: &[(usize, Value)]) -> rusqlite::Result<Option<String>> {
+        if self.constraints.referred_by(&table.name).next().is_none() {
+            return Ok(None);
+        }
+        let value_of = |name: &str| {
+            let i = table.column_index(name)?;
+            columns.iter().find(|(c, _)| *c == i).map(|(_, v)| v.clone())
+        };
+        constraints::missing_parent(self.user, &self.constraints, &table.name, &value_of)
+    }
+
+    /// Moves the local row at integer key `from` to a key no peer's batch
+    /// in hand uses, with the rows that refer to it. Returns the new key.
+    fn move_to_fresh_key(&self, table: &Table, batch: &TableChanges, from: &Value) -> rusqlite::Result<Value> {
+        let key_column = &table.columns[table.key[0]].name;
+        let max_here: i64 = self.user.query_row(
+            &format!("SELECT coalesce(max({}), 0) FROM main.{}", quote_ident(key_column), quote_ident(&table.name)),
+            [],
+            |r| r.get(0),
+        )?;
+        let max_batch = batch
+            .changes
+            .iter()
+            .filter_map(|c| match c.key.first() {
+                Some(Value::Integer(i)) => Some(*i),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let to = Value::Integer(max_here.max(max_batch) + 1);
+        constraints::repoint_children(self.user, &self.constraints, &table.name, key_column, from, &to)?;
+        self.user.execute(
+            &format!(
+                "UPDATE main.{} SET {} = ?1 WHERE {}",
+                quote_ident(&table.name),
+                quote_ident(key_column),
+                table.key_predicate(2)
+            ),
+            rusqlite::params![to, from],
+        )?;
+        Ok(to)
+    }
+
     fn peers(&self) -> Peers {
-        Peers { ids: self.state.peer_ids(), names: self.peer_names.clone() }
+        Peers { ids: self.state.peer_ids(), names: self.peer_names.clone(), self_idx: self.self_peer }
     }
 
     /// Applies one batch from `start` (a change index, after recovery).
@@ -207,8 +485,16 @@ impl Applier<'_> {
         start: usize,
     ) -> Result<ApplyStats, ApplyError> {
         let author = self.state.peer_index(author_id)?;
+        // Births name peers this one may not have heard of yet; they need a
+        // local index to be compared.
+        let born_peers: std::collections::BTreeSet<u128> =
+            body.tables.iter().flat_map(|t| &t.changes).filter_map(|c| c.born.map(|b| b.peer)).collect();
+        for peer in born_peers {
+            self.state.peer_index(&format!("{peer:032x}"))?;
+        }
         let peers = self.peers();
         let remote = RemoteBatch { body, author, author_name };
+        self.constraints = Constraints::read(self.user)?;
         self.empty_tables.clear();
         if let Origin::Batch { .. } = origin {
             for t in &body.tables {
@@ -218,8 +504,7 @@ impl Applier<'_> {
                 }
             }
         }
-        let flat: Vec<(&TableChanges, &RowChange)> =
-            body.tables.iter().flat_map(|t| t.changes.iter().map(move |c| (t, c))).collect();
+        let flat = in_apply_order(body, &self.constraints);
         let mut stats = ApplyStats::default();
         let mut done = start.min(flat.len());
         loop {
@@ -276,15 +561,43 @@ impl Applier<'_> {
         // A table the state knows no row of (a new peer joining) needs no
         // lookups: a batch never holds the same key twice.
         let local = if self.empty_tables.contains(&tbl) { None } else { self.state.row(tbl, &key)? };
+        let (change, key, local) = self.follow_move(table, tbl, change, key, local, peers)?;
+        let change_ref: &RowChange = &change;
         if !self.policies.contains_key(&table.name) {
             self.policies.insert(table.name.clone(), (self.policy_for)(&table.name));
         }
         let policy = &self.policies[&table.name];
         let user = self.user;
-        let mut local_value = |i: usize| read_column(user, table, &key_values_local(table, table_changes, change), i);
+        let mut local_value =
+            |i: usize| read_column(user, table, &key_values_local(table, table_changes, change_ref), i);
         let decision =
-            merge::decide(table, table_changes, &change.op, local.as_ref(), remote, policy, peers, &mut local_value);
+            merge::decide(table, table_changes, change_ref, local.as_ref(), remote, policy, peers, &mut local_value);
         Ok(Planned { table: table_changes, change, tbl, key, local, decision })
+    }
+
+    /// A change about a row that moved off this key (two rows were made
+    /// with it; see [`merge`]) goes to where that row lives now.
+    #[allow(clippy::type_complexity)]
+    fn follow_move<'b>(
+        &self,
+        table: &Table,
+        tbl: i64,
+        change: &'b RowChange,
+        key: Vec<u8>,
+        local: Option<RowState>,
+        peers: &Peers,
+    ) -> Result<(Cow<'b, RowChange>, Vec<u8>, Option<RowState>), ApplyError> {
+        let unchanged = |key, local| Ok((Cow::Borrowed(change), key, local));
+        let Some(row) = local.as_ref() else { return unchanged(key, local) };
+        let Some(born) = change.born else { return unchanged(key, local) };
+        // A whole row is itself where its row lives now (moved there).
+        if matches!(change.op, Op::Insert(_) | Op::Row(_)) || !merge::born_elsewhere(table, row, Some(born), peers) {
+            return unchanged(key, local);
+        }
+        let Some(moved) = self.state.moved_to(tbl, born)?.filter(|m| *m != key) else { return unchanged(key, local) };
+        let Ok(key_values) = value::decode_key(&moved) else { return unchanged(key, local) };
+        let local = self.state.row(tbl, &moved)?;
+        Ok((Cow::Owned(RowChange { key: key_values, op: change.op.clone(), born: change.born }), moved, local))
     }
 
     fn write_chunk(
@@ -293,7 +606,9 @@ impl Applier<'_> {
         remote: &RemoteBatch<'_>,
         peers: &Peers,
     ) -> Result<Vec<Outcome>, ApplyError> {
-        let needs_write = planned.iter().any(|p| matches!(p.decision.action, Action::Write { .. } | Action::Delete));
+        let needs_write = planned.iter().any(|p| {
+            matches!(p.decision.action, Action::Write { .. } | Action::Delete | Action::MoveLocalAndInsert { .. })
+        });
         let mut outcomes = Vec::with_capacity(planned.len());
         if needs_write {
             self.user.execute_batch("BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON;")?;
@@ -331,15 +646,21 @@ impl Applier<'_> {
     }
 
     fn carry_out(&self, p: &Planned<'_>, remote: &RemoteBatch<'_>, peers: &Peers) -> Result<Outcome, ApplyError> {
-        let mut outcome = Outcome { tbl: p.tbl, key: p.key.clone(), record: Record::Nothing, conflicts: Vec::new() };
-        let park = |reason: ParkReason, detail: String| Record::Park {
-            table: single_change(p.table, p.change),
-            reason,
-            detail,
+        let mut outcome = Outcome {
+            tbl: p.tbl,
+            key: p.key.clone(),
+            record: Record::Nothing,
+            conflicts: Vec::new(),
+            side_effects: false,
+            moved: false,
+            vacated: false,
+            moves: Vec::new(),
+            vacated_elsewhere: Vec::new(),
         };
+        let park = |reason: ParkReason, detail: String| park_record(p, reason, detail);
         let table = self.tables.get(&p.table.table);
         let (table, key_values) = match table {
-            Some(t) => (t, key_values_local(t, p.table, p.change)),
+            Some(t) => (t, key_values_local(t, p.table, &p.change)),
             None => {
                 if let Action::Park(r) = p.decision.action {
                     outcome.record = park(r, format!("table {} does not exist here", p.table.table));
@@ -348,12 +669,25 @@ impl Applier<'_> {
             }
         };
         let mut local_image: Option<Vec<Value>> = None;
+        if let (Op::Row(_), Some(born), Action::Write { .. } | Action::MoveLocalAndInsert { .. }) =
+            (&p.change.op, p.change.born, &p.decision.action)
+        {
+            // A row moved (or republished) here: changes made to it at its
+            // old key are to follow it, and its copy there goes.
+            self.vacate_old_place(table, p, born, peers, &mut outcome)?;
+            outcome.moves.push((born, p.key.clone(), None));
+        }
         match &p.decision.action {
             Action::Skip => {}
             Action::RecordOnly => {
                 outcome.record = Record::Put(p.decision.new_state.clone().expect("record has a state"))
             }
-            Action::KeepAndRepublish => outcome.record = Record::Forget,
+            Action::KeepAndRepublish => {
+                // Only the key columns' states stay, with the row's birth:
+                // capture then sends every other column, as a whole row.
+                let cols = p.local.as_ref().map(|l| state::key_cols(&l.cols, table)).unwrap_or_default();
+                outcome.record = Record::Republish(RowState { hash: 0, deleted: None, cols });
+            }
             Action::Park(r) => {
                 let detail = match r {
                     ParkReason::SchemaMismatch => format!("table {}: key columns differ here", table.name),
@@ -366,10 +700,20 @@ impl Applier<'_> {
                 let known_hash = p.local.as_ref().map(|l| l.hash);
                 match current {
                     Some(values) if Some(row_hash(table, &values)) == known_hash => {
-                        self.update_row(table, &key_values, columns)?;
                         let mut after = values.clone();
                         for (i, v) in columns {
                             after[*i] = v.clone();
+                        }
+                        if let Some(detail) = self.missing_parent(table, columns)? {
+                            outcome.record = park(ParkReason::ParentMissing, detail);
+                            return Ok(outcome);
+                        }
+                        let written =
+                            self.with_unique_clashes(table, p, remote, peers, &after, &mut outcome, || {
+                                self.update_row(table, &key_values, columns)
+                            })?;
+                        if !written {
+                            return Ok(outcome);
                         }
                         let mut state = p.decision.new_state.clone().expect("write has a state");
                         complete_state(table, &after, &mut state);
@@ -383,35 +727,39 @@ impl Applier<'_> {
                     }
                 }
             }
-            Action::Write { insert: true, columns } => match self.insert_row(table, columns) {
-                Ok(()) => {
-                    let after = if columns.len() == table.columns.len() {
-                        let mut v = vec![Value::Null; table.columns.len()];
-                        for (i, x) in columns {
-                            v[*i] = x.clone();
-                        }
-                        v
-                    } else {
-                        read_row(self.user, table, &key_values)?.unwrap_or_default()
-                    };
-                    let mut state = p.decision.new_state.clone().expect("write has a state");
-                    complete_state(table, &after, &mut state);
-                    outcome.record = Record::Put(state);
-                }
-                Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == ErrorCode::ConstraintViolation => {
-                    let exists = read_row(self.user, table, &key_values)?.is_some();
-                    outcome.record = if exists {
-                        park(
-                            ParkReason::LocalEditPending,
-                            "a row with this key was added here since the last capture".into(),
-                        )
-                    } else {
-                        park(ParkReason::Refused, msg.unwrap_or_else(|| e.to_string()))
-                    };
+            Action::MoveLocalAndInsert { columns } => {
+                let current = read_row(self.user, table, &key_values)?;
+                // A row that moved here this cycle is not captured yet, and
+                // it is ours whatever it holds.
+                let just_moved = p.local.as_ref().is_some_and(|l| l.hash == 0 && l.cols.len() == table.key.len());
+                if !just_moved && current.as_ref().map(|v| row_hash(table, v)) != p.local.as_ref().map(|l| l.hash) {
+                    outcome.record = park(ParkReason::LocalEditPending, ParkReason::LocalEditPending.describe().into());
                     return Ok(outcome);
                 }
-                Err(e) => return Err(e.into()),
-            },
+                if let Some(detail) = self.missing_parent(table, columns)? {
+                    outcome.record = park(ParkReason::ParentMissing, detail);
+                    return Ok(outcome);
+                }
+                let to = self.move_to_fresh_key(table, p.table, &key_values[0])?;
+                // The moved row stays the same row: its state goes along,
+                // emptied so that capture publishes it whole at its new key.
+                let own = p.local.as_ref().map(|l| state::key_cols(&l.cols, table)).unwrap_or_default();
+                let born = p.local.as_ref().and_then(|l| merge::birth(table, l)).and_then(|b| b.to_wire(peers));
+                if let Some(born) = born {
+                    let new_key = value::encode_key([to.as_ref()]);
+                    outcome.moves.push((born, new_key, Some(RowState { hash: 0, deleted: None, cols: own })));
+                }
+                tracing::info!(table = %table.name, from = %key_values[0].to_json(), to = %to.to_json(),
+                    "a peer made a row with the same key first: the row made here moved to a new key");
+                outcome.moved = true;
+                outcome.side_effects = true;
+                let mut outcome = self.insert_new(table, p, remote, peers, columns, &key_values, outcome)?;
+                outcome.vacated = matches!(outcome.record, Record::Park { .. });
+                return Ok(outcome);
+            }
+            Action::Write { insert: true, columns } => {
+                return self.insert_new(table, p, remote, peers, columns, &key_values, outcome);
+            }
             Action::Delete => {
                 let current = read_row(self.user, table, &key_values)?;
                 let known_hash = p.local.as_ref().map(|l| l.hash);
@@ -444,14 +792,31 @@ fn record(
     author_name: &str,
     stats: &mut ApplyStats,
 ) -> Result<(), ApplyError> {
+    let free = RowState { hash: 0, deleted: Some(Version::default()), cols: Vec::new() };
+    if o.vacated {
+        s.put_row(o.tbl, &o.key, &free)?;
+    }
+    for key in &o.vacated_elsewhere {
+        s.put_row(o.tbl, key, &free)?;
+    }
+    if o.moved {
+        stats.moved += 1;
+    }
+    for (born, key, row) in &o.moves {
+        s.record_move(o.tbl, *born, key)?;
+        if let Some(row) = row {
+            s.put_row(o.tbl, key, row)?;
+        }
+    }
+    stats.needs_capture |= o.side_effects;
     match &o.record {
         Record::Nothing => {}
         Record::Put(row) => {
             s.put_row(o.tbl, &o.key, row)?;
             stats.applied += 1;
         }
-        Record::Forget => {
-            s.forget_row(o.tbl, &o.key)?;
+        Record::Republish(row) => {
+            s.put_row(o.tbl, &o.key, row)?;
             stats.needs_capture = true;
         }
         Record::Park { table, reason, detail } => {
@@ -476,10 +841,24 @@ fn record(
     Ok(())
 }
 
+/// The changes of a batch in the order they are applied: tables that others
+/// refer to first, so that a row made with a key another peer also made has
+/// found its place before the rows referring to that key arrive. Recovery
+/// after a crash counts changes in this same order.
+fn in_apply_order<'b>(body: &'b BatchBody, constraints: &Constraints) -> Vec<(&'b TableChanges, &'b RowChange)> {
+    let mut tables: Vec<&TableChanges> = body.tables.iter().collect();
+    tables.sort_by_key(|t| constraints.depth(&t.table));
+    tables.into_iter().flat_map(|t| t.changes.iter().map(move |c| (t, c))).collect()
+}
+
+fn park_record(p: &Planned<'_>, reason: ParkReason, detail: String) -> Record {
+    Record::Park { table: single_change(p.table, &p.change), reason, detail }
+}
+
 fn park_plan<'b>(t: &'b TableChanges, c: &'b RowChange, tbl: i64, reason: ParkReason) -> Planned<'b> {
     Planned {
         table: t,
-        change: c,
+        change: Cow::Borrowed(c),
         tbl,
         key: Vec::new(),
         local: None,
@@ -535,6 +914,8 @@ fn complete_state(table: &Table, values: &[Value], state: &mut RowState) {
     for &(i, name_hash) in &table.hash_order {
         let value_hash = value::hash_value(values[i].as_ref());
         match state.cols.iter_mut().find(|c| c.name_hash == name_hash) {
+            // The key's state is the row's birth (see merge), not its value.
+            Some(_) if table.key.contains(&i) => {}
             Some(c) => c.value_hash = value_hash,
             // A column only this peer has: its value is the local default,
             // older than any edit.
@@ -584,6 +965,43 @@ fn delete_row(user: &Connection, table: &Table, key: &[Value]) -> rusqlite::Resu
     };
     user.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(key.iter()))?;
     Ok(())
+}
+
+/// The newest version among a row's columns of a UNIQUE index: when its
+/// value there came to be.
+fn unique_version(table: &Table, row: &RowState, columns: &[String], peers: &Peers) -> Version {
+    let newest = columns
+        .iter()
+        .filter_map(|c| row.col(value::hash_name(c)))
+        .map(|c| c.version)
+        .max_by(|a, b| merge::compare_versions(*a, *b, peers));
+    let birth = table.key_name_hashes().first().and_then(|h| row.col(*h)).map(|c| c.version);
+    newest.or(birth).unwrap_or_default()
+}
+
+/// A UNIQUE clash for the conflict log: `(image, version)` of each side.
+fn clash_conflict(
+    table: &Table,
+    key: Vec<Value>,
+    loser: (String, Version),
+    winner: (String, Version),
+    peers: &Peers,
+    reason: &str,
+) -> Conflict {
+    Conflict {
+        id: 0,
+        at_ms: crate::hlc::wall_ms() as i64,
+        table: table.name.clone(),
+        key,
+        column: None,
+        loser: Some(loser.0),
+        winner: Some(winner.0),
+        loser_clock: loser.1.clock,
+        loser_peer: peers.peer_id(loser.1.peer).to_string(),
+        winner_clock: winner.1.clock,
+        winner_peer: peers.peer_id(winner.1.peer).to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn image_json(pairs: impl Iterator<Item = (String, Value)>) -> String {
@@ -644,12 +1062,12 @@ pub fn recover_inflight(ap: &mut Applier<'_>, author_name: &str) -> Result<(), A
     if inflight.pending_end <= inflight.done {
         return Ok(());
     }
-    let body: BatchBody = syncd_proto::decode(&inflight.body).map_err(|e| ApplyError::BadParked(e.to_string()))?;
+    let body = BatchBody::decode(&inflight.body).map_err(|e| ApplyError::BadParked(e.to_string()))?;
     let author = ap.state.peer_index(&inflight.peer_id)?;
     let peers = ap.peers();
     let remote = RemoteBatch { body: &body, author, author_name };
-    let flat: Vec<(&TableChanges, &RowChange)> =
-        body.tables.iter().flat_map(|t| t.changes.iter().map(move |c| (t, c))).collect();
+    ap.constraints = Constraints::read(ap.user)?;
+    let flat = in_apply_order(&body, &ap.constraints);
     let range = inflight.done as usize..(inflight.pending_end as usize).min(flat.len());
     let mut reached = Vec::new();
     for &(t, c) in &flat[range] {

@@ -8,7 +8,8 @@ use crate::value::Value;
 use serde::{Deserialize, Serialize};
 
 /// Body format of a change batch; bumped with any incompatible change.
-pub const BODY_VERSION: u32 = 1;
+/// 2: inserts are told apart from whole-row images ([`Op::Insert`]).
+pub const BODY_VERSION: u32 = 2;
 
 /// What a peer had seen of another peer when it made a batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,7 +35,27 @@ pub struct BatchBody {
     pub tables: Vec<TableChanges>,
 }
 
+/// Why a batch body cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("batch body format {found} is newer than this syncd reads ({BODY_VERSION}): upgrade syncd")]
+    Newer { found: u32 },
+    #[error("unreadable batch body: {0}")]
+    Malformed(String),
+}
+
 impl BatchBody {
+    /// Decodes a body, refusing (not misreading) a newer format.
+    pub fn decode(bytes: &[u8]) -> Result<BatchBody, BodyError> {
+        // `body_version` is the first field, so it reads whatever follows.
+        if let Some(found) = syncd_proto::decode_prefix::<u32>(bytes)
+            && found > BODY_VERSION
+        {
+            return Err(BodyError::Newer { found });
+        }
+        syncd_proto::decode(bytes).map_err(|e| BodyError::Malformed(e.to_string()))
+    }
+
     pub fn change_count(&self) -> usize {
         self.tables.iter().map(|t| t.changes.len()).sum()
     }
@@ -64,23 +85,55 @@ pub struct RowChange {
     /// Key values, in `key_columns` order.
     pub key: Vec<Value>,
     pub op: Op,
+    /// For a change to an existing row: the version of that row's insert,
+    /// when known. Two machines can make two different rows with one
+    /// integer key; this says which of them the change is about.
+    pub born: Option<Born>,
+}
+
+/// A row's birth as it travels (see [`crate::merge::Birth`]): the version
+/// of its insert and the key it was made with (an integer key, else its
+/// hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Born {
+    pub clock: u64,
+    /// The peer id's 32 hex digits as a number.
+    pub peer: u128,
+    pub key: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
-    /// The full row, one value per entry of `columns`: an insert, or an
-    /// update of a table whose conflict policy decides whole rows.
+    /// The full row of an existing row, one value per entry of `columns`:
+    /// an update of a table whose conflict policy decides whole rows, or a
+    /// row republished whole (it won against a delete, `push --force`).
     Row(Vec<Value>),
     /// Only the columns that changed: `(index into columns, value)`.
     Columns(Vec<(u32, Value)>),
     Delete,
+    /// A row this peer made: the full row, as `Row`. Two inserts of one
+    /// integer key that did not see each other are two different rows
+    /// (DESIGN §4, "keys made on two machines"); a `Row` never is.
+    Insert(Vec<Value>),
+}
+
+impl Op {
+    /// The full row, for an insert or a whole-row image.
+    pub fn whole_row(&self) -> Option<&[Value]> {
+        match self {
+            Op::Row(values) | Op::Insert(values) => Some(values),
+            _ => None,
+        }
+    }
 }
 
 impl TableChanges {
     /// `(column name, value)` pairs of one change, for applying by name.
     pub fn named_values<'a>(&'a self, op: &'a Op) -> Vec<(&'a str, &'a Value)> {
         match op {
-            Op::Row(values) => self.columns.iter().map(String::as_str).zip(values.iter()).collect(),
+            Op::Row(values) | Op::Insert(values) => {
+                self.columns.iter().map(String::as_str).zip(values.iter()).collect()
+            }
             Op::Columns(cols) => {
                 cols.iter().filter_map(|(i, v)| self.columns.get(*i as usize).map(|n| (n.as_str(), v))).collect()
             }

@@ -7,7 +7,7 @@
 //! one read transaction, so it sees one consistent state of it and never
 //! blocks the application's writers (in WAL mode).
 
-use crate::batch::{Op, RowChange, TableChanges};
+use crate::batch::{Born, Op, RowChange, TableChanges};
 use crate::config::Policy;
 use crate::hlc::Hlc;
 use crate::outbox::{BatchWriter, WriteError};
@@ -161,7 +161,7 @@ impl TableScan<'_, '_> {
                 match s.key.cmp(&key) {
                     Ordering::Less => {
                         if !s.deleted {
-                            self.emit_delete(state, &s.key, hlc, out)?;
+                            self.emit_delete(state, &s.key, &s.cols, hlc, out)?;
                         }
                         next_state = read_state_row(state_rows.next()?)?;
                     }
@@ -181,7 +181,7 @@ impl TableScan<'_, '_> {
         }
         while let Some(s) = next_state.take() {
             if !s.deleted {
-                self.emit_delete(state, &s.key, hlc, out)?;
+                self.emit_delete(state, &s.key, &s.cols, hlc, out)?;
             }
             next_state = read_state_row(state_rows.next()?)?;
         }
@@ -207,21 +207,34 @@ impl TableScan<'_, '_> {
         let clock = out.clock(hlc);
         let version = Version { clock, peer: self.self_peer };
         let mut new_state = RowState { hash: row_hash, deleted: None, cols: Vec::with_capacity(values.len()) };
+        let mut born = None;
         let op = match known {
             None => {
                 for &(i, name_hash) in &self.table.hash_order {
-                    new_state.cols.push(ColState { name_hash, value_hash: value_hashes[i], version });
+                    let value_hash =
+                        if self.table.key.contains(&i) { self.table.birth_key(values[i]) } else { value_hashes[i] };
+                    new_state.cols.push(ColState { name_hash, value_hash, version });
                 }
                 self.stats.inserts += 1;
-                Op::Row(values.iter().map(|v| Value::from_ref(*v)).collect())
+                Op::Insert(values.iter().map(|v| Value::from_ref(*v)).collect())
             }
             Some(k) => {
                 let old = state::decode_cols(&k.cols);
+                born = self.born(state, &old);
                 let mut changed = Vec::new();
                 for &(i, name_hash) in &self.table.hash_order {
                     let before = old.iter().find(|c| c.name_hash == name_hash);
                     let col = match before {
+                        // A key column keeps the row's birth: the version of
+                        // its insert and the key it was made with (a moved
+                        // row has another key now). Unknown, it is older
+                        // than all.
+                        Some(c) if self.table.key.contains(&i) => *c,
                         Some(c) if c.value_hash == value_hashes[i] => *c,
+                        _ if self.table.key.contains(&i) => {
+                            let value_hash = self.table.birth_key(values[i]);
+                            ColState { name_hash, value_hash, version: Version::default() }
+                        }
                         _ => {
                             changed.push(i);
                             ColState { name_hash, value_hash: value_hashes[i], version }
@@ -236,10 +249,14 @@ impl TableScan<'_, '_> {
                     return Ok(());
                 }
                 self.stats.updates += 1;
-                if self.row_level {
+                // No column state but the key's: the row is to go out whole
+                // (it beat a delete, or `push --force`), as the same row.
+                let key_names = self.table.key_name_hashes();
+                let republish = old.iter().all(|c| key_names.contains(&c.name_hash));
+                if self.row_level || republish {
                     // Whole-row policies compare whole rows: every column
                     // takes this version and the full image travels.
-                    for c in &mut new_state.cols {
+                    for c in new_state.cols.iter_mut().filter(|c| !key_names.contains(&c.name_hash)) {
                         c.version = version;
                     }
                     Op::Row(values.iter().map(|v| Value::from_ref(*v)).collect())
@@ -251,22 +268,35 @@ impl TableScan<'_, '_> {
         };
         state.put_row(self.tbl, key, &new_state)?;
         let key_values = self.table.key.iter().map(|&i| Value::from_ref(values[i])).collect();
-        self.push(state, RowChange { key: key_values, op }, out)
+        self.push(state, RowChange { key: key_values, op, born }, out)
     }
 
     fn emit_delete(
         &mut self,
         state: &State,
         key: &[u8],
+        cols: &[u8],
         hlc: &mut Hlc,
         out: &mut BatchWriter<'_>,
     ) -> Result<(), CaptureError> {
         let key_values = value::decode_key(key).map_err(|e| CaptureError::Damaged(e.to_string()))?;
         let clock = out.clock(hlc);
-        let tombstone = RowState { hash: 0, deleted: Some(Version { clock, peer: self.self_peer }), cols: Vec::new() };
+        let deleted = Some(Version { clock, peer: self.self_peer });
+        let key_cols = state::key_cols(&state::decode_cols(cols), self.table);
+        let born = self.born(state, &key_cols);
+        let tombstone = RowState { hash: 0, deleted, cols: key_cols };
         state.put_row(self.tbl, key, &tombstone)?;
         self.stats.deletes += 1;
-        self.push(state, RowChange { key: key_values, op: Op::Delete }, out)
+        self.push(state, RowChange { key: key_values, op: Op::Delete, born }, out)
+    }
+
+    /// The birth of a known row (its key's column state), to send with a
+    /// change.
+    fn born(&self, state: &State, cols: &[ColState]) -> Option<Born> {
+        let key = *self.table.key_name_hashes().first()?;
+        let c = cols.iter().find(|c| c.name_hash == key)?;
+        let peer = u128::from_str_radix(state.peer_id(c.version.peer), 16).ok()?;
+        (c.version.clock != 0).then_some(Born { clock: c.version.clock, peer, key: c.value_hash })
     }
 
     fn push(&mut self, state: &State, change: RowChange, out: &mut BatchWriter<'_>) -> Result<(), CaptureError> {

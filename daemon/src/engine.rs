@@ -298,6 +298,7 @@ impl Engine {
             policies: HashMap::new(),
             empty_tables: Default::default(),
             last_sql: Default::default(),
+            constraints: Default::default(),
         }
     }
 
@@ -490,17 +491,13 @@ impl Engine {
                     continue;
                 }
             };
-            let body: BatchBody = match syncd_proto::decode(&body_bytes) {
+            let body = match BatchBody::decode(&body_bytes) {
                 Ok(b) => b,
                 Err(e) => {
                     blocked = true;
                     report.pending_remote += 1;
                     still_skipped.insert(path.clone());
-                    self.skip(
-                        report,
-                        path,
-                        format!("unreadable batch body ({e}); upgrade syncd if the peer runs a newer version"),
-                    );
+                    self.skip(report, path, e.to_string());
                     continue;
                 }
             };
@@ -576,6 +573,8 @@ impl Engine {
             // A change parked again is not progress.
             report.applied.applied += stats.applied;
             report.applied.conflicts += stats.conflicts;
+            report.applied.moved += stats.moved;
+            report.applied.needs_capture |= stats.needs_capture;
         }
         Ok(())
     }

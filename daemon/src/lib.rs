@@ -6,6 +6,7 @@ pub mod apply;
 pub mod batch;
 pub mod capture;
 pub mod config;
+pub mod constraints;
 pub mod container;
 pub mod engine;
 pub mod heartbeat;

@@ -9,7 +9,7 @@
 //! same inputs give the same winner on every peer, which is what makes peers
 //! converge whatever the order batches arrive in.
 
-use crate::batch::{BatchBody, Op, TableChanges};
+use crate::batch::{BatchBody, Born, Op, RowChange, TableChanges};
 use crate::config::Policy;
 use crate::schema::Table;
 use crate::state::{ColState, RowState, Version};
@@ -28,6 +28,10 @@ pub struct RemoteBatch<'a> {
 pub trait PeerBook {
     fn peer_id(&self, idx: u32) -> &str;
     fn peer_name(&self, idx: u32) -> &str;
+    /// The state index of this peer.
+    fn self_index(&self) -> u32;
+    /// The state index of a peer known by id.
+    fn index_of(&self, peer: u128) -> Option<u32>;
 }
 
 /// Which side lost a conflict: its values go to the conflict log.
@@ -66,9 +70,17 @@ pub enum Action {
     },
     Delete,
     /// A local edit beats a remote delete: keep the row and forget it in the
-    /// state, so the next capture publishes it whole with a newer version and
-    /// the peers that deleted it bring it back.
+    /// state but for its key (and so its birth), so the next capture
+    /// publishes it whole with a newer version and the peers that deleted it
+    /// bring it back.
     KeepAndRepublish,
+    /// Two rows were made with this integer key on two machines, and the
+    /// local one, made here, yields the key: it moves to a fresh key (rows
+    /// referring to it follow) and the remote row is inserted in its place.
+    /// The next capture publishes the move.
+    MoveLocalAndInsert {
+        columns: Vec<(usize, Value)>,
+    },
     /// Cannot be applied now; kept with the reason and retried.
     Park(ParkReason),
 }
@@ -85,11 +97,13 @@ pub enum ParkReason {
     LocalEditPending,
     /// The database refused the write (NOT NULL, UNIQUE, CHECK, trigger).
     Refused,
+    /// The row refers, through a foreign key, to a row not here yet.
+    ParentMissing,
 }
 
 impl ParkReason {
     pub fn retried_every_cycle(self) -> bool {
-        matches!(self, ParkReason::RowMissing | ParkReason::LocalEditPending)
+        matches!(self, ParkReason::RowMissing | ParkReason::LocalEditPending | ParkReason::ParentMissing)
     }
 
     pub fn describe(self) -> &'static str {
@@ -98,6 +112,7 @@ impl ParkReason {
             ParkReason::SchemaMismatch => "table or key column missing here",
             ParkReason::LocalEditPending => "row edited here since the last capture",
             ParkReason::Refused => "refused by the database",
+            ParkReason::ParentMissing => "refers to a row not here yet",
         }
     }
 }
@@ -151,13 +166,14 @@ pub fn compare_versions(a: Version, b: Version, peers: &dyn PeerBook) -> Orderin
 pub fn decide(
     table: &Table,
     changes: &TableChanges,
-    op: &Op,
+    change: &RowChange,
     local: Option<&RowState>,
     remote: &RemoteBatch<'_>,
     policy: &Policy,
     peers: &dyn PeerBook,
     local_value: &mut dyn FnMut(usize) -> Value,
 ) -> Decision {
+    let op = &change.op;
     let version = Version { clock: remote.body.clock, peer: remote.author };
     let seen = |v: Version| -> bool {
         if v.peer == remote.author {
@@ -178,7 +194,23 @@ pub fn decide(
         changes.named_values(op).into_iter().map(|(n, v)| (n.to_string(), v.clone())).collect()
     };
 
+    // The birth of the remote row: an insert's own version, or the one a
+    // whole row carries (it moved or was republished).
+    let remote_born = match op {
+        Op::Insert(_) => born_now(table, &mapped, version),
+        Op::Row(_) => born_here(change, peers),
+        _ => None,
+    };
     match (op, local) {
+        (Op::Insert(_) | Op::Row(_), Some(row)) if is_key_collision(table, &mapped, row, remote_born, &seen) => {
+            let theirs = remote_born.expect("a collision has a remote birth");
+            decide_key_collision(table, &mapped, row, theirs, version, peers, remote_image)
+        }
+        // An edit or delete of the row its author had at this key, which is
+        // not ours: it waits for that row to arrive, or to move here.
+        (Op::Columns(_) | Op::Delete, Some(row)) if born_elsewhere(table, row, change.born, peers) => {
+            Decision::of(Action::Park(ParkReason::RowMissing))
+        }
         (Op::Delete, None) => Decision {
             action: Action::RecordOnly,
             new_state: Some(RowState { hash: 0, deleted: Some(version), cols: Vec::new() }),
@@ -189,16 +221,17 @@ pub fn decide(
             if compare_versions(version, d, peers) == Ordering::Greater {
                 Decision {
                     action: Action::RecordOnly,
-                    new_state: Some(RowState { hash: 0, deleted: Some(version), cols: Vec::new() }),
+                    new_state: Some(RowState { hash: 0, deleted: Some(version), cols: row.cols.clone() }),
                     conflicts: Vec::new(),
                 }
             } else {
                 Decision::of(Action::Skip)
             }
         }
+
         (Op::Delete, Some(row)) => {
             let newest_unseen = newest_unseen(row, &seen, peers);
-            let tombstone = RowState { hash: 0, deleted: Some(version), cols: Vec::new() };
+            let tombstone = RowState { hash: 0, deleted: Some(version), cols: key_cols(table, row) };
             match newest_unseen {
                 None => Decision { action: Action::Delete, new_state: Some(tombstone), conflicts: Vec::new() },
                 Some(local_v) if wins(version, local_v) => Decision {
@@ -226,7 +259,19 @@ pub fn decide(
             }
         }
         (Op::Columns(_), None) => Decision::of(Action::Park(ParkReason::RowMissing)),
-        (Op::Row(_), None) => insert(table, &mapped, version, Vec::new()),
+        (Op::Insert(_), None) => insert(table, &mapped, version, Vec::new()),
+        // A row republished or moved here: it keeps its birth.
+        (Op::Row(_), None) => with_birth(insert(table, &mapped, version, Vec::new()), table, born_here(change, peers)),
+        // A new or moved row where a deleted one was, made by an author
+        // that knew of the delete: the delete was about the other row.
+        (Op::Insert(_) | Op::Row(_), Some(row))
+            if row.deleted.is_some()
+                && table.integer_primary_key
+                && remote_born.is_some_and(|r| r.is_known())
+                && birth(table, row).is_some_and(|b| b.is_known() && Some(b) != remote_born) =>
+        {
+            with_birth(insert(table, &mapped, version, Vec::new()), table, remote_born)
+        }
         (_, Some(row)) if row.deleted.is_some() => {
             let d = row.deleted.expect("checked");
             let is_after_delete = seen(d);
@@ -243,7 +288,12 @@ pub fn decide(
                     }]
                 };
                 match op {
-                    Op::Row(_) => insert(table, &mapped, version, conflicts),
+                    // The same row back: it keeps its birth.
+                    Op::Row(_) => {
+                        let born = born_here(change, peers).or(birth(table, row));
+                        with_birth(insert(table, &mapped, version, conflicts), table, born)
+                    }
+                    Op::Insert(_) => insert(table, &mapped, version, conflicts),
                     // The editing peer republishes the whole row when it
                     // sees our delete lose; until then there is no row here.
                     _ if is_after_delete => Decision::of(Action::Park(ParkReason::RowMissing)),
@@ -258,21 +308,215 @@ pub fn decide(
                 )
             }
         }
-        (_, Some(row)) => match policy {
-            Policy::LwwColumn(ts) => {
-                decide_whole_row(table, ts, &mapped, row, version, &seen, peers, local_value, remote_image)
+        (_, Some(row)) => {
+            // The key is the row's identity: an existing row's key columns
+            // are never written, and keep the version of the row's insert.
+            let mapped: Vec<(usize, u64, &Value)> =
+                mapped.into_iter().filter(|(i, _, _)| !table.key.contains(i)).collect();
+            let decision = match policy {
+                Policy::LwwColumn(ts) => {
+                    decide_whole_row(table, ts, &mapped, row, version, &seen, peers, local_value, remote_image)
+                }
+                _ => decide_columns(table, &mapped, row, version, &seen, &wins),
+            };
+            match op {
+                Op::Insert(_) => adopt_older_birth(decision, table, row, remote_born, peers),
+                _ => decision,
             }
-            _ => decide_columns(table, &mapped, row, version, &seen, &wins),
-        },
+        }
     }
+}
+
+/// Who a row is, whatever key it has now: the version of its insert and
+/// the key it was made with ([`Table::birth_key`]). A batch gives all its rows one clock,
+/// so the key tells them apart; the key's column state keeps both, through
+/// tombstones and moves (see capture).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Birth {
+    pub version: Version,
+    pub key_hash: u64,
+}
+
+impl Birth {
+    /// Older first: the order that decides who keeps a key, on every peer.
+    fn cmp(&self, other: &Birth, peers: &dyn PeerBook) -> Ordering {
+        compare_versions(self.version, other.version, peers).then(self.key_hash.cmp(&other.key_hash))
+    }
+
+    fn is_known(&self) -> bool {
+        self.version.clock != 0
+    }
+
+    pub fn to_wire(self, peers: &dyn PeerBook) -> Option<Born> {
+        let peer = u128::from_str_radix(peers.peer_id(self.version.peer), 16).ok()?;
+        Some(Born { clock: self.version.clock, peer, key: self.key_hash })
+    }
+}
+
+/// The birth of a row the state knows, from its key's column state.
+pub fn birth(table: &Table, row: &RowState) -> Option<Birth> {
+    let key = table.key.first()?;
+    row.col(value::hash_name(&table.columns[*key].name)).map(|c| Birth { version: c.version, key_hash: c.value_hash })
+}
+
+/// The birth a change carries, in local terms.
+fn born_here(change: &RowChange, peers: &dyn PeerBook) -> Option<Birth> {
+    let born = change.born?;
+    Some(Birth { version: Version { clock: born.clock, peer: peers.index_of(born.peer)? }, key_hash: born.key })
+}
+
+/// The birth of a row inserted by `change` at its key.
+fn born_now(table: &Table, mapped: &[(usize, u64, &Value)], version: Version) -> Option<Birth> {
+    let key = table.key.first()?;
+    let (_, _, v) = mapped.iter().find(|(i, _, _)| i == key)?;
+    Some(Birth { version, key_hash: table.birth_key(v.as_ref()) })
+}
+
+/// Gives the key column of a decision's new state the birth `born`.
+fn with_birth(mut decision: Decision, table: &Table, born: Option<Birth>) -> Decision {
+    let (Some(born), Some(state), Some(key)) = (born, decision.new_state.as_mut(), table.key.first()) else {
+        return decision;
+    };
+    let name_hash = value::hash_name(&table.columns[*key].name);
+    if let Some(c) = state.cols.iter_mut().find(|c| c.name_hash == name_hash) {
+        c.version = born.version;
+        c.value_hash = born.key_hash;
+    }
+    decision
+}
+
+/// One row inserted on two peers alike (equal values): both keep the older
+/// birth, so later changes of that key are judged alike everywhere.
+fn adopt_older_birth(
+    decision: Decision,
+    table: &Table,
+    row: &RowState,
+    theirs: Option<Birth>,
+    peers: &dyn PeerBook,
+) -> Decision {
+    let (Some(ours), Some(theirs)) = (birth(table, row), theirs) else { return decision };
+    if !ours.is_known() || theirs.cmp(&ours, peers) != Ordering::Less {
+        return decision;
+    }
+    if decision.new_state.is_some() {
+        return with_birth(decision, table, Some(theirs));
+    }
+    if matches!(decision.action, Action::Skip) {
+        let recorded =
+            Decision { action: Action::RecordOnly, new_state: Some(row.clone()), conflicts: decision.conflicts };
+        return with_birth(recorded, table, Some(theirs));
+    }
+    decision
+}
+
+fn key_cols(table: &Table, row: &RowState) -> Vec<ColState> {
+    crate::state::key_cols(&row.cols, table)
+}
+
+/// The change is about another row than ours that had this integer key:
+/// both births are known and differ.
+pub fn born_elsewhere(table: &Table, row: &RowState, theirs: Option<Born>, peers: &dyn PeerBook) -> bool {
+    let (Some(theirs), Some(ours)) = (theirs, birth(table, row)) else { return false };
+    table.integer_primary_key && ours.is_known() && ours.to_wire(peers) != Some(theirs)
+}
+
+/// A row arrives (inserted, moved or republished) where a row with another
+/// birth has the same integer key, and the two differ: two rows made on two
+/// machines, not one row. (Equal values are one row reached twice, say a
+/// database copied to both machines before syncd ran: merged as usual.)
+fn is_key_collision(
+    table: &Table,
+    mapped: &[(usize, u64, &Value)],
+    row: &RowState,
+    theirs: Option<Birth>,
+    seen: &dyn Fn(Version) -> bool,
+) -> bool {
+    if !table.integer_primary_key {
+        return false;
+    }
+    // Births, not "had the author seen our row": an author that parked our
+    // insert behind its own row has seen it and still made another row.
+    let (Some(ours), Some(theirs)) = (birth(table, row), theirs) else { return false };
+    if ours == theirs || !ours.is_known() || !theirs.is_known() {
+        return false;
+    }
+    // A deleted row was another row all the same (its values are gone),
+    // unless the author knew that row: then it made its row after some
+    // delete freed the key.
+    if row.deleted.is_some() {
+        return !seen(ours.version);
+    }
+    // Values not known here (a row moved here and not captured since) may
+    // differ: only known equal values make one row.
+    mapped
+        .iter()
+        .filter(|(i, _, _)| !table.key.contains(i))
+        .any(|(_, name_hash, v)| row.col(*name_hash).is_none_or(|c| c.value_hash != value::hash_value(v.as_ref())))
+}
+
+/// The older row keeps the key on every peer. The author of the younger
+/// one moves its row to a fresh key and publishes the move; the other peers
+/// keep the younger row in the conflict log until the move arrives.
+fn decide_key_collision(
+    table: &Table,
+    mapped: &[(usize, u64, &Value)],
+    row: &RowState,
+    theirs: Birth,
+    version: Version,
+    peers: &dyn PeerBook,
+    remote_image: impl Fn() -> Vec<(String, Value)>,
+) -> Decision {
+    let ours = birth(table, row).expect("a collision has a birth");
+    let ours_is_older = ours.cmp(&theirs, peers) == Ordering::Less;
+    let take_key = || with_birth(insert(table, mapped, version, Vec::new()), table, Some(theirs));
+    if row.deleted.is_some() {
+        // The row that had the key is gone: the older of the two still
+        // decides, so that every peer agrees on who moves.
+        return if ours_is_older {
+            remote_row_loses(
+                remote_image(),
+                version,
+                ours.version,
+                "the same key was made by two peers (here since deleted); the younger row moves to a new key",
+            )
+        } else {
+            take_key()
+        };
+    }
+    if ours_is_older {
+        return remote_row_loses(
+            remote_image(),
+            version,
+            ours.version,
+            "the same key was made here and by a peer; the peer moves its row to a new key",
+        );
+    }
+    let mut decision = take_key();
+    let Action::Write { columns, .. } = decision.action else { unreachable!("insert writes") };
+    if ours.version.peer == peers.self_index() {
+        decision.action = Action::MoveLocalAndInsert { columns };
+        return decision;
+    }
+    decision.action = Action::Write { insert: false, columns };
+    decision.conflicts.push(ConflictNote {
+        column: None,
+        loser: Loser::Local { columns: Vec::new(), whole_row: true },
+        loser_version: ours.version,
+        winner_version: version,
+        reason: "the same key was made on two peers; the younger row's author moves it to a new key",
+    });
+    decision
 }
 
 fn insert(table: &Table, mapped: &[(usize, u64, &Value)], version: Version, conflicts: Vec<ConflictNote>) -> Decision {
     let cols = mapped
         .iter()
-        .map(|(_, name_hash, v)| ColState { name_hash: *name_hash, value_hash: value::hash_value(v.as_ref()), version })
+        .map(|(i, name_hash, v)| {
+            let value_hash =
+                if table.key.contains(i) { table.birth_key(v.as_ref()) } else { value::hash_value(v.as_ref()) };
+            ColState { name_hash: *name_hash, value_hash, version }
+        })
         .collect();
-    let _ = table;
     Decision {
         action: Action::Write { insert: true, columns: mapped.iter().map(|(i, _, v)| (*i, (*v).clone())).collect() },
         new_state: Some(RowState { hash: 0, deleted: None, cols }),
@@ -296,6 +540,8 @@ fn decide_columns(
             None => true,
             Some(c) if c.version == version => false,
             Some(c) if seen(c.version) => true,
+            // The same value made twice is no conflict; both keep one version.
+            Some(c) if c.value_hash == value::hash_value(v.as_ref()) => wins(version, c.version),
             Some(c) => {
                 let remote_won = wins(version, c.version);
                 let column = Some(table.columns[*i].name.clone());

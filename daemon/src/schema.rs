@@ -46,6 +46,22 @@ impl Table {
         self.columns.iter().position(|c| c.name == name)
     }
 
+    /// What a key column's state keeps of the key a row was made with (part
+    /// of its birth, see [`crate::merge::Birth`]): an integer key itself, so
+    /// that a peer can find the row where it was made; else a hash.
+    pub fn birth_key(&self, key: rusqlite::types::ValueRef<'_>) -> u64 {
+        match key {
+            rusqlite::types::ValueRef::Integer(i) if self.integer_primary_key => i as u64,
+            other => crate::value::hash_value(other),
+        }
+    }
+
+    /// Name hashes of the key columns: their column states carry the
+    /// version of the row's insert.
+    pub fn key_name_hashes(&self) -> Vec<u64> {
+        self.key.iter().map(|&k| crate::value::hash_name(&self.columns[k].name)).collect()
+    }
+
     pub fn key_names(&self) -> Vec<String> {
         self.key.iter().map(|&i| self.columns[i].name.clone()).collect()
     }

@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS parked(
     id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, peer_id TEXT NOT NULL, seq INTEGER NOT NULL,
     tbl TEXT NOT NULL, change BLOB NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS own_snapshots(path TEXT PRIMARY KEY, created_ms INTEGER NOT NULL, covers_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS moved(
+    tbl INTEGER NOT NULL, born_clock INTEGER NOT NULL, born_peer BLOB NOT NULL, born_key INTEGER NOT NULL,
+    key BLOB NOT NULL, PRIMARY KEY(tbl, born_clock, born_peer, born_key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inflight(
     peer_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, body BLOB NOT NULL,
     done INTEGER NOT NULL, pending_end INTEGER NOT NULL);
@@ -41,7 +44,7 @@ CREATE TABLE IF NOT EXISTS inflight(
 
 /// A version as the state stores it: a clock value and the peer that made it
 /// (an index into the `peers` table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Version {
     pub clock: u64,
     pub peer: u32,
@@ -53,6 +56,13 @@ pub struct ColState {
     pub name_hash: u64,
     pub value_hash: u64,
     pub version: Version,
+}
+
+/// The column states of a row's key: what a tombstone keeps of the row, so
+/// that the row's birth outlives it (see [`crate::merge`]).
+pub fn key_cols(cols: &[ColState], table: &crate::schema::Table) -> Vec<ColState> {
+    let keys = table.key_name_hashes();
+    cols.iter().filter(|c| keys.contains(&c.name_hash)).copied().collect()
 }
 
 /// What the state knows of one row.
@@ -323,13 +333,6 @@ impl State {
         Ok(())
     }
 
-    /// Forgets a row entirely: the next capture sees the row, if it exists,
-    /// as new and publishes it whole with a fresh version.
-    pub fn forget_row(&self, tbl: i64, key: &[u8]) -> Result<()> {
-        self.conn.prepare_cached("DELETE FROM rows WHERE tbl = ?1 AND key = ?2")?.execute(params![tbl, key])?;
-        Ok(())
-    }
-
     /// True when the state knows any row at all.
     pub fn has_any_rows(&self) -> Result<bool> {
         self.conn.query_row("SELECT EXISTS(SELECT 1 FROM rows)", [], |r| r.get(0))
@@ -549,6 +552,28 @@ impl State {
         }
         self.conn.execute_batch("DETACH DATABASE other")?;
         result
+    }
+
+    /// Records that the row born `born` now lives at `key` (it moved off a
+    /// key another row kept), so that changes addressed to it at its old key
+    /// find it.
+    pub fn record_move(&self, tbl: i64, born: crate::batch::Born, key: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO moved(tbl, born_clock, born_peer, born_key, key) VALUES(?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![tbl, born.clock as i64, &born.peer.to_be_bytes()[..], born.key as i64, key])?;
+        Ok(())
+    }
+
+    /// Where the row born `born` moved to, if it did.
+    pub fn moved_to(&self, tbl: i64, born: crate::batch::Born) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .prepare_cached(
+                "SELECT key FROM moved WHERE tbl = ?1 AND born_clock = ?2 AND born_peer = ?3 AND born_key = ?4",
+            )?
+            .query_row(params![tbl, born.clock as i64, &born.peer.to_be_bytes()[..], born.key as i64], |r| r.get(0))
+            .optional()
     }
 
     pub fn inflight(&self) -> Result<Option<Inflight>> {

@@ -98,10 +98,17 @@ impl MessageHeader {
     }
 }
 
+/// Decodes a value from the start of `bytes`, ignoring what follows: how a
+/// reader looks at the leading version field of a newer format it cannot
+/// decode whole. Small values only (the limit is 1 MiB).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    decode_within::<T, { 1024 * 1024 }>(bytes).ok().map(|(value, _)| value)
+}
+
 /// Reads only the header of an encoded message, ignoring the rest. This is
 /// how one side recognises a message of another protocol version whose
 /// body it cannot decode. `None`: not even a header (garbage).
 pub fn peek_header(bytes: &[u8]) -> Option<MessageHeader> {
     // Trailing bytes are expected here: they are the body.
-    decode_within::<MessageHeader, { 1024 * 1024 }>(bytes).ok().map(|(header, _)| header)
+    decode_prefix(bytes)
 }

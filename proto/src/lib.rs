@@ -33,7 +33,7 @@ pub mod frame;
 pub mod socket;
 pub mod types;
 
-pub use codec::{MessageHeader, ProtoError, decode, encode, peek_header};
+pub use codec::{MessageHeader, ProtoError, decode, decode_prefix, encode, peek_header};
 pub use frame::{read_frame, read_frame_async, write_frame, write_frame_async};
 pub use socket::{default_socket_path, socket_name};
 pub use types::*;

@@ -349,7 +349,7 @@ fn replay_until(
             if header.created_ms > at_ms {
                 break;
             }
-            let body: BatchBody = syncd_proto::decode(&body).map_err(|e| EngineError::Snapshot(e.to_string()))?;
+            let body = BatchBody::decode(&body).map_err(|e| EngineError::Snapshot(e.to_string()))?;
             batches.push((body.clock, peer.clone(), body));
         }
     }
@@ -384,7 +384,7 @@ fn replay_change(conn: &Connection, table: &Table, t: &TableChanges, key: &[Valu
         Op::Delete => {
             conn.execute(&format!("DELETE FROM main.{name} WHERE {key_pred}"), rusqlite::params_from_iter(key))?;
         }
-        Op::Row(_) => {
+        Op::Row(_) | Op::Insert(_) => {
             conn.execute(&format!("DELETE FROM main.{name} WHERE {key_pred}"), rusqlite::params_from_iter(key))?;
             let cols: Vec<String> = values.iter().map(|(n, _)| quote_ident(n)).collect();
             let marks: Vec<String> = (1..=values.len()).map(|n| format!("?{n}")).collect();
