@@ -47,11 +47,27 @@ pub fn snapshots_dir(database: &str, peer_id: &str) -> String {
     format!("{database}/{peer_id}/snapshots")
 }
 
+/// The zstd level of snapshots: level 1 runs about twice as fast as 3 on
+/// SQLite files, for files under a tenth larger (on the benchmark's
+/// database, a few percent smaller even).
+const SNAPSHOT_LEVEL: i32 = 1;
+
 /// Copies the live database to `dest` with the online backup API, in steps,
-/// so the application's writers are never blocked for long.
+/// so the application's writers are never blocked for long. The copy is
+/// durable once this returns.
 pub fn copy_database(src: &Connection, dest: &Path) -> Result<(), SnapshotError> {
+    copy(src, dest, true)
+}
+
+fn copy(src: &Connection, dest: &Path, durable: bool) -> Result<(), SnapshotError> {
     let _ = std::fs::remove_file(dest);
     let mut out = Connection::open(dest)?;
+    if !durable {
+        // A scratch copy that a crash leaves half-written is removed and
+        // taken again, never used: neither a journal nor an fsync protects
+        // anything, and without them the copy takes half the time.
+        out.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")?;
+    }
     {
         let backup = rusqlite::backup::Backup::new(src, &mut out)?;
         backup.run_to_completion(4096, Duration::from_millis(0), None)?;
@@ -105,11 +121,11 @@ pub fn take(
     std::fs::create_dir_all(work_dir)?;
     let plain = work_dir.join(".snapshot.db");
     let packed = work_dir.join(".snapshot.snap");
-    copy_database(user, &plain)?;
+    copy(user, &plain, false)?;
     strip_excluded(&plain, exclusions)?;
     let name = names::snapshot_name(&header.database, &header.peer_name, header.created_ms);
     let path = format!("{}/{}", snapshots_dir(&header.database, &header.peer_id), name);
-    let written = container::encode_file(&header, &plain, &packed, 3, progress)?;
+    let written = container::encode_file(&header, &plain, &packed, SNAPSHOT_LEVEL, progress)?;
     let size = std::fs::metadata(&packed)?.len();
     hub.put_file(&path, &packed)?;
     let _ = std::fs::remove_file(&plain);

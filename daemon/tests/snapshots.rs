@@ -70,6 +70,9 @@ fn a_snapshot_opens_with_plain_zstd_and_holds_no_excluded_data() {
     assert!(snap.file_name().unwrap().to_string_lossy().starts_with("main_a_"));
     let plain = zstd::stream::decode_all(&std::fs::read(snap).unwrap()[..]).unwrap();
     assert!(!plain.windows(6).any(|w| w == b"SECRET"), "excluded data in the snapshot");
+    // File format bytes 18 and 19: 1 is the rollback journal, 2 would be WAL,
+    // a file that needs its -wal beside it to be read as it was.
+    assert_eq!(plain[18..20], [1, 1], "the snapshot is an ordinary rollback-journal SQLite file");
     let c = open_plain(snap, a.dir.path());
     assert_eq!(c.query_row("SELECT name FROM items WHERE id = 1", [], |r| r.get::<_, String>(0)).unwrap(), "one");
     let listed = a.engine().list_snapshots().unwrap();
