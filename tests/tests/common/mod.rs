@@ -48,6 +48,11 @@ pub struct Peer {
     pub hub_url: String,
     /// Extra top-level configuration lines.
     pub extra: String,
+    /// The database file `main` names (`app.db` in the peer's folder unless
+    /// the peer was made for another application's database).
+    pub db_file: PathBuf,
+    /// Extra lines of each `[[database]]` entry.
+    pub db_extra: String,
 }
 
 impl Peer {
@@ -57,14 +62,40 @@ impl Peer {
 
     pub fn on(hub_url: &str, name: &str, extra: &str) -> Peer {
         let dir = tempfile::Builder::new().prefix(&format!("syncd-{name}-")).tempdir().unwrap();
-        let p = Peer { name: name.into(), dir, daemon: None, hub_url: hub_url.into(), extra: extra.into() };
+        let p = Peer {
+            name: name.into(),
+            db_file: dir.path().join("app.db"),
+            dir,
+            daemon: None,
+            hub_url: hub_url.into(),
+            extra: extra.into(),
+            db_extra: "exclude_tables = [\"secrets\"]\nexclude_columns = [\"items.token\"]\n".into(),
+        };
         Connection::open(p.db()).unwrap().execute_batch(SCHEMA).unwrap();
         p.write_config(&[("main", &p.db())]);
         p
     }
 
+    /// A peer for the database of another application, at `db_file` below
+    /// the peer's folder: nothing is created (the application makes its
+    /// database) and nothing is excluded.
+    pub fn for_app(hub: &Hub, name: &str, db_file: &str) -> Peer {
+        let dir = tempfile::Builder::new().prefix(&format!("syncd-{name}-")).tempdir().unwrap();
+        let p = Peer {
+            name: name.into(),
+            db_file: dir.path().join(db_file),
+            dir,
+            daemon: None,
+            hub_url: hub.url.clone(),
+            extra: String::new(),
+            db_extra: String::new(),
+        };
+        p.write_config(&[("main", &p.db())]);
+        p
+    }
+
     pub fn db(&self) -> PathBuf {
-        self.dir.path().join("app.db")
+        self.db_file.clone()
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -86,10 +117,7 @@ impl Peer {
             self.hub_url
         );
         for (name, path) in dbs {
-            text += &format!(
-                "[[database]]\nname = \"{name}\"\npath = \"{}\"\nexclude_tables = [\"secrets\"]\nexclude_columns = [\"items.token\"]\n",
-                path.display()
-            );
+            text += &format!("[[database]]\nname = \"{name}\"\npath = \"{}\"\n{}", path.display(), self.db_extra);
         }
         std::fs::write(self.config_path(), text).unwrap();
     }
