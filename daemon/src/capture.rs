@@ -6,6 +6,11 @@
 //! looked at column by column. Capture only reads the user's database, inside
 //! one read transaction, so it sees one consistent state of it and never
 //! blocks the application's writers (in WAL mode).
+//!
+//! The state's side of the join is read by a helper thread on its own
+//! connection and handed over in chunks: reading the state costs about as
+//! much as reading the user's table, so the two reads overlap instead of
+//! adding up. Only the calling thread writes (the state and the outbox).
 
 use crate::batch::{Born, Op, RowChange, TableChanges};
 use crate::config::Policy;
@@ -17,6 +22,7 @@ use crate::value::{self, Value};
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 use std::cmp::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -26,6 +32,8 @@ pub enum CaptureError {
     Write(#[from] WriteError),
     #[error("the state is damaged: {0}")]
     Damaged(String),
+    #[error("starting the thread that reads the state: {0}")]
+    Thread(std::io::Error),
 }
 
 /// What one capture found.
@@ -44,22 +52,56 @@ impl CaptureStats {
 
 /// Captures every table. The caller runs this inside a state transaction and
 /// a read transaction on `user`; `reader` is a second connection to the state
-/// that sees it as it was before this capture.
+/// that sees it as it was before this capture (the scanner thread reads the
+/// state's rows through it).
 #[allow(clippy::too_many_arguments)] // each input is a distinct fact the decision needs
 pub fn capture_tables(
     user: &Connection,
     state: &mut State,
-    reader: &Connection,
+    reader: Connection,
     tables: &[Table],
     policy_for: &dyn Fn(&str) -> Policy,
     self_peer: u32,
     hlc: &mut Hlc,
     out: &mut BatchWriter<'_>,
 ) -> Result<CaptureStats, CaptureError> {
+    let tbls = tables.iter().map(|t| state.table_id(&t.name)).collect::<Result<Vec<_>, _>>()?;
+    std::thread::scope(|scope| {
+        let (sender, receiver) = sync_channel(CHUNKS_IN_FLIGHT);
+        let tbls_to_scan = &tbls;
+        let scanner = std::thread::Builder::new()
+            .name("syncd-capture-scan".into())
+            .spawn_scoped(scope, move || scan_state(&reader, tbls_to_scan, sender))
+            .map_err(CaptureError::Thread)?;
+        let mut state_rows = StateRows::new(receiver);
+        let joined = join_tables(user, state, tables, &tbls, &mut state_rows, policy_for, self_peer, hlc, out);
+        // Stops the scanner early if the join stopped early.
+        drop(state_rows);
+        let scanned = scanner.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // A failed scan ended the join's view of the state too soon: what
+        // the join concluded from it must not be committed.
+        scanned?;
+        joined
+    })
+}
+
+/// The merge join of every table with the state's rows from `state_rows`.
+#[allow(clippy::too_many_arguments)] // the inputs of capture_tables, plus the scanned state
+fn join_tables(
+    user: &Connection,
+    state: &mut State,
+    tables: &[Table],
+    tbls: &[i64],
+    state_rows: &mut StateRows,
+    policy_for: &dyn Fn(&str) -> Policy,
+    self_peer: u32,
+    hlc: &mut Hlc,
+    out: &mut BatchWriter<'_>,
+) -> Result<CaptureStats, CaptureError> {
     let mut stats = CaptureStats::default();
-    for table in tables {
+    for (table, &tbl) in tables.iter().zip(tbls) {
         let row_level = policy_for(&table.name).is_row_level();
-        let tbl = state.table_id(&table.name)?;
+        state_rows.start_table();
         let mut scan = TableScan {
             table,
             changes: TableChanges {
@@ -74,7 +116,7 @@ pub fn capture_tables(
             self_peer,
             stats: &mut stats,
         };
-        match scan.run_streaming(user, state, reader, hlc, out) {
+        match scan.run_streaming(user, state, state_rows, hlc, out) {
             Err(ScanError::OutOfOrder) => {
                 // Only if SQLite's order differs from the key encoding (a
                 // database in UTF-16, for example): sort in memory instead.
@@ -111,11 +153,8 @@ struct TableScan<'t, 's> {
     stats: &'s mut CaptureStats,
 }
 
-/// One row of the state, as the scan reads it.
-struct StateRow {
-    key: Vec<u8>,
-    hash: u64,
-    deleted: bool,
+/// A live state row whose hash differs: its column blob, fetched only now.
+struct KnownRow {
     cols: Vec<u8>,
 }
 
@@ -124,7 +163,7 @@ impl TableScan<'_, '_> {
         &mut self,
         user: &Connection,
         state: &State,
-        reader: &Connection,
+        state_rows: &mut StateRows,
         hlc: &mut Hlc,
         out: &mut BatchWriter<'_>,
     ) -> Result<(), ScanError> {
@@ -136,19 +175,32 @@ impl TableScan<'_, '_> {
         );
         let mut user_stmt = user.prepare(&sql)?;
         let mut user_rows = user_stmt.query([])?;
-        let mut state_stmt = state::scan_rows(reader)?;
-        let mut state_rows = state_stmt.query([self.tbl])?;
-        let mut next_state = read_state_row(state_rows.next()?)?;
-        let mut previous_key: Option<Vec<u8>> = None;
+        // Nearly every row is unchanged: the loop allocates nothing for them.
         let ncols = self.table.columns.len();
+        let mut key = Vec::new();
+        let mut previous_key = Vec::new();
+        let mut has_previous = false;
+        let mut value_hashes = vec![0u64; ncols];
+        // Key columns in column order (the usual case) are encoded in the
+        // pass that hashes the values: each value is read once.
+        let is_key_in_column_order = self.table.key.is_sorted();
         while let Some(row) = user_rows.next()? {
-            let mut values: Vec<ValueRef<'_>> = Vec::with_capacity(ncols);
-            for i in 0..ncols {
-                values.push(row.get_ref(i)?);
+            key.clear();
+            let mut key_columns = self.table.key.iter().peekable();
+            for (i, h) in value_hashes.iter_mut().enumerate() {
+                let v = row.get_ref(i)?;
+                *h = value::hash_value(v);
+                if is_key_in_column_order && key_columns.next_if_eq(&&i).is_some() {
+                    value::encode_key_value(v, &mut key);
+                }
             }
-            let key = value::encode_key(self.table.key.iter().map(|&i| values[i]));
-            if let Some(prev) = &previous_key {
-                match prev.as_slice().cmp(&key) {
+            if !is_key_in_column_order {
+                for &i in &self.table.key {
+                    value::encode_key_value(row.get_ref(i)?, &mut key);
+                }
+            }
+            if has_previous {
+                match previous_key.as_slice().cmp(&key) {
                     Ordering::Less => {}
                     // A table without a primary key may hold the same row
                     // twice; as a set it is one row.
@@ -157,53 +209,58 @@ impl TableScan<'_, '_> {
                 }
             }
             let mut matched = None;
-            while let Some(s) = next_state.take() {
-                match s.key.cmp(&key) {
+            while let Some((state_key, hash, deleted)) = state_rows.current() {
+                match state_key.cmp(&key) {
                     Ordering::Less => {
-                        if !s.deleted {
-                            self.emit_delete(state, &s.key, &s.cols, hlc, out)?;
+                        if !deleted {
+                            self.emit_delete(state, state_key, hlc, out)?;
                         }
-                        next_state = read_state_row(state_rows.next()?)?;
+                        state_rows.advance();
                     }
                     Ordering::Equal => {
-                        matched = Some(s);
-                        next_state = read_state_row(state_rows.next()?)?;
+                        matched = Some((hash, deleted));
+                        state_rows.advance();
                         break;
                     }
-                    Ordering::Greater => {
-                        next_state = Some(s);
-                        break;
-                    }
+                    Ordering::Greater => break,
                 }
             }
-            self.visit_row(state, &key, &values, matched, hlc, out)?;
-            previous_key = Some(key);
-        }
-        while let Some(s) = next_state.take() {
-            if !s.deleted {
-                self.emit_delete(state, &s.key, &s.cols, hlc, out)?;
+            let row_hash = value::hash_row(self.table.hash_order.iter().map(|&(i, n)| (n, value_hashes[i])));
+            let is_unchanged = matches!(matched, Some((hash, false)) if hash == row_hash);
+            if !is_unchanged {
+                let known = match matched {
+                    Some((_, false)) => Some(KnownRow { cols: state.cols_of_row(self.tbl, &key)? }),
+                    _ => None,
+                };
+                let values = (0..ncols).map(|i| row.get_ref(i)).collect::<rusqlite::Result<Vec<_>>>()?;
+                self.visit_row(state, &key, &values, &value_hashes, row_hash, known, hlc, out)?;
             }
-            next_state = read_state_row(state_rows.next()?)?;
+            std::mem::swap(&mut key, &mut previous_key);
+            has_previous = true;
+        }
+        while let Some((state_key, _, deleted)) = state_rows.current() {
+            if !deleted {
+                self.emit_delete(state, state_key, hlc, out)?;
+            }
+            state_rows.advance();
         }
         Ok(())
     }
 
+    /// Records and publishes a row that is new (`known` is `None`) or whose
+    /// hash differs from the state's.
+    #[allow(clippy::too_many_arguments)] // the row as the scan already decoded it
     fn visit_row(
         &mut self,
         state: &State,
         key: &[u8],
         values: &[ValueRef<'_>],
-        known: Option<StateRow>,
+        value_hashes: &[u64],
+        row_hash: u64,
+        known: Option<KnownRow>,
         hlc: &mut Hlc,
         out: &mut BatchWriter<'_>,
     ) -> Result<(), CaptureError> {
-        let value_hashes: Vec<u64> = values.iter().map(|v| value::hash_value(*v)).collect();
-        let row_hash = value::hash_row(self.table.hash_order.iter().map(|&(i, n)| (n, value_hashes[i])));
-        let known = match known {
-            Some(k) if !k.deleted && k.hash == row_hash => return Ok(()),
-            Some(k) if !k.deleted => Some(k),
-            _ => None,
-        };
         let clock = out.clock(hlc);
         let version = Version { clock, peer: self.self_peer };
         let mut new_state = RowState { hash: row_hash, deleted: None, cols: Vec::with_capacity(values.len()) };
@@ -275,14 +332,15 @@ impl TableScan<'_, '_> {
         &mut self,
         state: &State,
         key: &[u8],
-        cols: &[u8],
         hlc: &mut Hlc,
         out: &mut BatchWriter<'_>,
     ) -> Result<(), CaptureError> {
         let key_values = value::decode_key(key).map_err(|e| CaptureError::Damaged(e.to_string()))?;
         let clock = out.clock(hlc);
         let deleted = Some(Version { clock, peer: self.self_peer });
-        let key_cols = state::key_cols(&state::decode_cols(cols), self.table);
+        // The tombstone keeps the row's birth (see merge).
+        let cols = state.cols_of_row(self.tbl, key)?;
+        let key_cols = state::key_cols(&state::decode_cols(&cols), self.table);
         let born = self.born(state, &key_cols);
         let tombstone = RowState { hash: 0, deleted, cols: key_cols };
         state.put_row(self.tbl, key, &tombstone)?;
@@ -305,10 +363,101 @@ impl TableScan<'_, '_> {
     }
 }
 
-fn read_state_row(row: Option<&rusqlite::Row<'_>>) -> rusqlite::Result<Option<StateRow>> {
-    row.map(|r| {
-        let (key, hash, deleted, cols) = state::scanned_row(r)?;
-        Ok(StateRow { key, hash, deleted, cols })
-    })
-    .transpose()
+/// State rows per chunk handed from the scanner to the join, and chunks
+/// queued at most: enough to keep both threads busy, little memory.
+const CHUNK_ROWS: usize = 1024;
+const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Consecutive state rows of one table, keys packed in one buffer.
+#[derive(Default)]
+struct StateChunk {
+    keys: Vec<u8>,
+    rows: Vec<ScannedRow>,
+    /// The table's last chunk (possibly empty).
+    ends_table: bool,
+}
+
+#[derive(Clone, Copy)]
+struct ScannedRow {
+    key_start: usize,
+    key_end: usize,
+    hash: u64,
+    deleted: bool,
+}
+
+impl StateChunk {
+    fn with_capacity() -> StateChunk {
+        StateChunk {
+            keys: Vec::with_capacity(CHUNK_ROWS * 24),
+            rows: Vec::with_capacity(CHUNK_ROWS),
+            ends_table: false,
+        }
+    }
+}
+
+/// Runs on the scanner thread: every state row of each table in `tbls`, in
+/// key order, table after table. Stops quietly when the join hangs up.
+fn scan_state(reader: &Connection, tbls: &[i64], to_join: SyncSender<StateChunk>) -> Result<(), CaptureError> {
+    let mut stmt = state::scan_rows(reader)?;
+    for &tbl in tbls {
+        let mut rows = stmt.query([tbl])?;
+        let mut chunk = StateChunk::with_capacity();
+        while let Some(r) = rows.next()? {
+            let (key, hash, deleted) = state::scanned_row(r)?;
+            let key_start = chunk.keys.len();
+            chunk.keys.extend_from_slice(key);
+            chunk.rows.push(ScannedRow { key_start, key_end: chunk.keys.len(), hash, deleted });
+            if chunk.rows.len() == CHUNK_ROWS
+                && to_join.send(std::mem::replace(&mut chunk, StateChunk::with_capacity())).is_err()
+            {
+                return Ok(());
+            }
+        }
+        chunk.ends_table = true;
+        if to_join.send(chunk).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The join's side of the scanner: the state rows of the current table, one
+/// at a time.
+struct StateRows {
+    from_scanner: Receiver<StateChunk>,
+    chunk: StateChunk,
+    pos: usize,
+}
+
+impl StateRows {
+    fn new(from_scanner: Receiver<StateChunk>) -> StateRows {
+        StateRows { from_scanner, chunk: StateChunk::default(), pos: 0 }
+    }
+
+    /// Moves to the next table's rows; the previous table's are all read.
+    fn start_table(&mut self) {
+        self.receive();
+    }
+
+    /// The row the join stands on: (key, hash, is_deleted), or `None` after
+    /// the table's last row.
+    fn current(&self) -> Option<(&[u8], u64, bool)> {
+        let r = self.chunk.rows.get(self.pos)?;
+        Some((&self.chunk.keys[r.key_start..r.key_end], r.hash, r.deleted))
+    }
+
+    fn advance(&mut self) {
+        self.pos += 1;
+        if self.pos >= self.chunk.rows.len() && !self.chunk.ends_table {
+            self.receive();
+        }
+    }
+
+    fn receive(&mut self) {
+        // A scanner that stopped early has failed; capture_tables returns
+        // its error, so ending the table here decides nothing.
+        self.chunk =
+            self.from_scanner.recv().unwrap_or_else(|_| StateChunk { ends_table: true, ..StateChunk::default() });
+        self.pos = 0;
+    }
 }

@@ -332,7 +332,7 @@ impl Engine {
             let stats = capture::capture_tables(
                 &self.user,
                 state,
-                &reader,
+                reader,
                 &tables,
                 &policy_for,
                 self_peer,

@@ -333,6 +333,18 @@ impl State {
         Ok(())
     }
 
+    /// The encoded column states of a row (see [`decode_cols`]), empty if
+    /// the row is unknown. Capture reads it through this connection, which
+    /// writes the row next: the page is then read once.
+    pub fn cols_of_row(&self, tbl: i64, key: &[u8]) -> Result<Vec<u8>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT cols FROM rows WHERE tbl = ?1 AND key = ?2")?
+            .query_row(params![tbl, key], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default())
+    }
+
     /// True when the state knows any row at all.
     pub fn has_any_rows(&self) -> Result<bool> {
         self.conn.query_row("SELECT EXISTS(SELECT 1 FROM rows)", [], |r| r.get(0))
@@ -623,14 +635,19 @@ fn row_state_from(r: &rusqlite::Row<'_>) -> Result<RowState> {
     })
 }
 
-/// Scans the state rows of one table in key order, for capture's merge join.
+/// Scans the state rows of one table in key order, for capture's merge join:
+/// key, hash, and whether the row is a tombstone. The column blob is left
+/// out: most rows are unchanged and never need it, and reading it for each
+/// costs as much as the rest of the row. [`State::cols_of_row`] fetches it
+/// for a row that changed.
 pub fn scan_rows<'c>(reader: &'c Connection) -> Result<rusqlite::CachedStatement<'c>> {
-    reader.prepare_cached("SELECT key, hash, del_clock IS NOT NULL, cols FROM rows WHERE tbl = ?1 ORDER BY key")
+    reader.prepare_cached("SELECT key, hash, del_clock IS NOT NULL FROM rows WHERE tbl = ?1 ORDER BY key")
 }
 
-/// Decodes one row of [`scan_rows`]: (key, hash, is_deleted, cols).
-pub fn scanned_row(r: &rusqlite::Row<'_>) -> Result<(Vec<u8>, u64, bool, Vec<u8>)> {
-    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?, r.get(3)?))
+/// Decodes one row of [`scan_rows`]: (key, hash, is_deleted). The key is
+/// borrowed from the statement, valid until its next step.
+pub fn scanned_row<'r>(r: &'r rusqlite::Row<'_>) -> Result<(&'r [u8], u64, bool)> {
+    Ok((r.get_ref(0)?.as_blob()?, r.get::<_, i64>(1)? as u64, r.get(2)?))
 }
 
 /// Decodes the column blob of a scanned row.
