@@ -38,7 +38,11 @@ impl Engine {
                     rusqlite::params_from_iter(conflict.key.iter()),
                     |r| r.get(0),
                 )?;
-                if exists {
+                // A whole row that lost its integer key to another row (made
+                // on two machines, or a UNIQUE clash) comes back as a new row
+                // under a fresh key: the winner keeps its own.
+                let new_row = exists && conflict.column.is_none() && table.integer_primary_key;
+                if exists && !new_row {
                     let sets: Vec<String> = values
                         .iter()
                         .enumerate()
@@ -49,8 +53,11 @@ impl Engine {
                         rusqlite::params_from_iter(conflict.key.iter().chain(values.iter().map(|(_, v)| v))),
                     )?;
                 } else {
-                    let mut cols: Vec<(String, Value)> =
-                        key_names.iter().cloned().zip(conflict.key.iter().cloned()).collect();
+                    let mut cols: Vec<(String, Value)> = if new_row {
+                        Vec::new()
+                    } else {
+                        key_names.iter().cloned().zip(conflict.key.iter().cloned()).collect()
+                    };
                     cols.extend(values.into_iter().filter(|(c, _)| !key_names.contains(c)));
                     let names: Vec<String> = cols.iter().map(|(c, _)| quote_ident(c)).collect();
                     let marks: Vec<String> = (1..=cols.len()).map(|n| format!("?{n}")).collect();
