@@ -427,6 +427,26 @@ impl Applier<'_> {
         Ok(None)
     }
 
+    /// True when a row of any table refers to this row through a declared
+    /// foreign key on its key.
+    fn is_referred_to(&self, table: &Table, key: &[Value]) -> rusqlite::Result<bool> {
+        let key_names = table.key_names();
+        for fk in self.constraints.referring_to(&table.name) {
+            if fk.parent_columns != key_names {
+                continue;
+            }
+            let sql = format!(
+                "SELECT EXISTS(SELECT 1 FROM main.{} WHERE {})",
+                quote_ident(&fk.child),
+                constraints::equal_predicate(&fk.child_columns)
+            );
+            if self.user.prepare_cached(&sql)?.query_row(rusqlite::params_from_iter(key.iter()), |r| r.get(0))? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Why a write of these columns would leave a foreign key dangling.
     fn missing_parent(&self, table: &Table, columns: &[(usize, Value)]) -> rusqlite::Result<Option<String>> {
         if self.constraints.referred_by(&table.name).next().is_none() {
@@ -765,6 +785,27 @@ impl Applier<'_> {
                 let known_hash = p.local.as_ref().map(|l| l.hash);
                 match current {
                     Some(values) if Some(row_hash(table, &values)) == known_hash || !table.has_primary_key => {
+                        if self.is_referred_to(table, &key_values)? {
+                            // Rows here still refer to it (made concurrently
+                            // with the delete): it stays, and goes out whole
+                            // so the peers that deleted it get it back.
+                            let cols = p.local.as_ref().map(|l| state::key_cols(&l.cols, table)).unwrap_or_default();
+                            outcome.record = Record::Republish(RowState { hash: 0, deleted: None, cols });
+                            let note = ConflictNote {
+                                column: None,
+                                loser: Loser::Remote(Vec::new()),
+                                loser_version: Version { clock: remote.body.clock, peer: remote.author },
+                                winner_version: p
+                                    .local
+                                    .as_ref()
+                                    .and_then(|l| merge::birth(table, l))
+                                    .map(|b| b.version)
+                                    .unwrap_or_default(),
+                                reason: "deleted by a peer while rows here refer to it; the row was kept",
+                            };
+                            outcome.conflicts.push(conflict_from(&note, table, p, Some(&values), remote, peers));
+                            return Ok(outcome);
+                        }
                         delete_row(self.user, table, &key_values)?;
                         local_image = Some(values);
                     }
@@ -841,14 +882,20 @@ fn record(
     Ok(())
 }
 
-/// The changes of a batch in the order they are applied: tables that others
-/// refer to first, so that a row made with a key another peer also made has
-/// found its place before the rows referring to that key arrive. Recovery
-/// after a crash counts changes in this same order.
+/// The changes of a batch in the order they are applied. Deletes first,
+/// referring tables before the tables they refer to: a parent whose children
+/// went in the same batch is free to go, and a value a delete frees (a
+/// UNIQUE one) is free for a row written after. Then the other changes,
+/// tables that others refer to first: a row made with a key another peer
+/// also made has found its place before the rows referring to that key
+/// arrive. Recovery after a crash counts changes in this same order.
 fn in_apply_order<'b>(body: &'b BatchBody, constraints: &Constraints) -> Vec<(&'b TableChanges, &'b RowChange)> {
     let mut tables: Vec<&TableChanges> = body.tables.iter().collect();
     tables.sort_by_key(|t| constraints.depth(&t.table));
-    tables.into_iter().flat_map(|t| t.changes.iter().map(move |c| (t, c))).collect()
+    let is_delete = |c: &&RowChange| matches!(c.op, Op::Delete);
+    let deletes = tables.iter().rev().flat_map(|t| t.changes.iter().filter(is_delete).map(move |c| (*t, c)));
+    let others = tables.iter().flat_map(|t| t.changes.iter().filter(|c| !is_delete(c)).map(move |c| (*t, c)));
+    deletes.chain(others).collect()
 }
 
 fn park_record(p: &Planned<'_>, reason: ParkReason, detail: String) -> Record {

@@ -145,3 +145,24 @@ fn deleting_a_row_the_peer_already_moved_deletes_it_where_it_lives_now() {
     assert_converged(&ps);
     assert_eq!(ps[0].rows("SELECT title FROM notes"), ["Text(\"a3\")"]);
 }
+
+#[test]
+fn a_note_deleted_while_another_peer_comments_on_it_stays_with_its_comment() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    ps[0].exec("INSERT INTO notes VALUES (8, 'discussed', 'x');");
+    settle_all(&mut ps);
+    // Apart: a deletes the note, b comments on it.
+    ps[0].exec("DELETE FROM notes WHERE id = 8;");
+    ps[1].exec("INSERT INTO comments VALUES (80, 8, 'a reply');");
+    ps[0].sync();
+    ps[1].sync();
+    assert!(ps[1].rows("PRAGMA foreign_key_check").is_empty(), "b applied the delete under its comment");
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    for p in &ps {
+        assert_eq!(p.one("SELECT n.title FROM comments c JOIN notes n ON n.id = c.note_id"), "Text(\"discussed\")");
+    }
+    let kept = ps[1].conflicts();
+    assert!(kept.iter().any(|c| c.reason.contains("refer to it")), "{kept:?}");
+}
