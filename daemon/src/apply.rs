@@ -79,6 +79,8 @@ pub struct ParkedChange {
 /// Peer ids and names for the merge, a copy taken per batch.
 pub struct Peers {
     pub ids: Vec<String>,
+    /// `ids` as the numbers births carry, parsed once per batch.
+    pub numbers: Vec<Option<u128>>,
     pub names: HashMap<String, String>,
     pub self_idx: u32,
 }
@@ -94,7 +96,7 @@ impl PeerBook for Peers {
         self.self_idx
     }
     fn index_of(&self, peer: u128) -> Option<u32> {
-        self.ids.iter().position(|id| u128::from_str_radix(id, 16).ok() == Some(peer)).map(|i| i as u32)
+        self.numbers.iter().position(|n| *n == Some(peer)).map(|i| i as u32)
     }
 }
 
@@ -113,8 +115,8 @@ pub struct Applier<'a> {
     /// State tables with no rows when the current batch started.
     pub empty_tables: std::collections::HashSet<i64>,
     pub last_sql: std::cell::RefCell<Option<(SqlKey, rusqlite::Statement<'a>)>>,
-    /// The application's UNIQUE indexes and foreign keys, read per batch.
-    pub constraints: Constraints,
+    /// The application's UNIQUE indexes and foreign keys.
+    pub constraints: &'a Constraints,
 }
 
 /// What a built statement depends on.
@@ -339,7 +341,7 @@ impl Applier<'_> {
                 let winner_key = &after[table.key[0]];
                 constraints::repoint_children(
                     self.user,
-                    &self.constraints,
+                    self.constraints,
                     &table.name,
                     key_column,
                     &local_key[0],
@@ -456,7 +458,7 @@ impl Applier<'_> {
             let i = table.column_index(name)?;
             columns.iter().find(|(c, _)| *c == i).map(|(_, v)| v.clone())
         };
-        constraints::missing_parent(self.user, &self.constraints, &table.name, &value_of)
+        constraints::missing_parent(self.user, self.constraints, &table.name, &value_of)
     }
 
     /// Moves the local row at integer key `from` to a key no peer's batch
@@ -478,7 +480,7 @@ impl Applier<'_> {
             .max()
             .unwrap_or(0);
         let to = Value::Integer(max_here.max(max_batch) + 1);
-        constraints::repoint_children(self.user, &self.constraints, &table.name, key_column, from, &to)?;
+        constraints::repoint_children(self.user, self.constraints, &table.name, key_column, from, &to)?;
         self.user.execute(
             &format!(
                 "UPDATE main.{} SET {} = ?1 WHERE {}",
@@ -492,7 +494,9 @@ impl Applier<'_> {
     }
 
     fn peers(&self) -> Peers {
-        Peers { ids: self.state.peer_ids(), names: self.peer_names.clone(), self_idx: self.self_peer }
+        let ids = self.state.peer_ids();
+        let numbers = ids.iter().map(|id| Born::peer_number(id)).collect();
+        Peers { ids, numbers, names: self.peer_names.clone(), self_idx: self.self_peer }
     }
 
     /// Applies one batch from `start` (a change index, after recovery).
@@ -514,7 +518,6 @@ impl Applier<'_> {
         }
         let peers = self.peers();
         let remote = RemoteBatch { body, author, author_name };
-        self.constraints = Constraints::read(self.user)?;
         self.empty_tables.clear();
         if let Origin::Batch { .. } = origin {
             for t in &body.tables {
@@ -524,7 +527,7 @@ impl Applier<'_> {
                 }
             }
         }
-        let flat = in_apply_order(body, &self.constraints);
+        let flat = in_apply_order(body, self.constraints);
         let mut stats = ApplyStats::default();
         let mut done = start.min(flat.len());
         loop {
@@ -1113,8 +1116,7 @@ pub fn recover_inflight(ap: &mut Applier<'_>, author_name: &str) -> Result<(), A
     let author = ap.state.peer_index(&inflight.peer_id)?;
     let peers = ap.peers();
     let remote = RemoteBatch { body: &body, author, author_name };
-    ap.constraints = Constraints::read(ap.user)?;
-    let flat = in_apply_order(&body, &ap.constraints);
+    let flat = in_apply_order(&body, ap.constraints);
     let range = inflight.done as usize..(inflight.pending_end as usize).min(flat.len());
     let mut reached = Vec::new();
     for &(t, c) in &flat[range] {

@@ -102,6 +102,21 @@ pub struct Born {
     pub key: u64,
 }
 
+impl Born {
+    /// A known birth (clock 0 means unknown) of a peer named by its id.
+    pub fn of(clock: u64, peer_id: &str, key: u64) -> Option<Born> {
+        if clock == 0 {
+            return None;
+        }
+        Some(Born { clock, peer: Born::peer_number(peer_id)?, key })
+    }
+
+    /// A peer id's 32 hex digits as the number births carry.
+    pub fn peer_number(peer_id: &str) -> Option<u128> {
+        u128::from_str_radix(peer_id, 16).ok()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     /// The full row of an existing row, one value per entry of `columns`:

@@ -353,8 +353,7 @@ impl TableScan<'_, '_> {
     fn born(&self, state: &State, cols: &[ColState]) -> Option<Born> {
         let key = *self.table.key_name_hashes().first()?;
         let c = cols.iter().find(|c| c.name_hash == key)?;
-        let peer = u128::from_str_radix(state.peer_id(c.version.peer), 16).ok()?;
-        (c.version.clock != 0).then_some(Born { clock: c.version.clock, peer, key: c.value_hash })
+        Born::of(c.version.clock, state.peer_id(c.version.peer), c.value_hash)
     }
 
     fn push(&mut self, state: &State, change: RowChange, out: &mut BatchWriter<'_>) -> Result<(), CaptureError> {

@@ -10,6 +10,7 @@ use crate::apply::{self, Applier, ApplyError, ApplyStats, Origin, ParkedChange};
 use crate::batch::BatchBody;
 use crate::capture::{self, CaptureError};
 use crate::config::{Config, DatabaseConfig, Policy};
+use crate::constraints::Constraints;
 use crate::container::{self, Expect, FileKind};
 use crate::heartbeat::{self, Heartbeat};
 use crate::hlc::{self, Hlc};
@@ -91,6 +92,9 @@ pub struct Engine {
     /// connection committed, so capture can be skipped for free.
     data_version: Option<i64>,
     schema_version: Option<i64>,
+    /// The application's constraints, and the `PRAGMA schema_version` they
+    /// were read at: read again only when the schema changes.
+    constraints: Option<(i64, Constraints)>,
     peer_names: HashMap<String, String>,
     cycles: u64,
     instance: String,
@@ -164,6 +168,7 @@ impl Engine {
             hlc,
             data_version: None,
             schema_version: None,
+            constraints: None,
             peer_names,
             cycles: 0,
             heartbeat_every_ms,
@@ -286,9 +291,14 @@ impl Engine {
         &'a mut self,
         tables: &'a BTreeMap<String, Table>,
         policy_for: &'a dyn Fn(&str) -> Policy,
-    ) -> Applier<'a> {
+    ) -> Result<Applier<'a>, EngineError> {
         let self_peer = self.state.peer_index(&self.identity.peer_id).unwrap_or(0);
-        Applier {
+        let schema_version = schema::fingerprint(&self.user)?;
+        if self.constraints.as_ref().is_none_or(|(v, _)| *v != schema_version) {
+            self.constraints = Some((schema_version, Constraints::read(&self.user)?));
+        }
+        let constraints = &self.constraints.as_ref().expect("just read").1;
+        Ok(Applier {
             user: &self.user,
             state: &mut self.state,
             tables,
@@ -298,8 +308,8 @@ impl Engine {
             policies: HashMap::new(),
             empty_tables: Default::default(),
             last_sql: Default::default(),
-            constraints: Default::default(),
-        }
+            constraints,
+        })
     }
 
     fn recover(&mut self, tables: &BTreeMap<String, Table>) -> Result<(), EngineError> {
@@ -307,7 +317,7 @@ impl Engine {
         let name = self.peer_names.get(&inflight.peer_id).cloned().unwrap_or_default();
         let config = self.config.clone();
         let policy_for = move |t: &str| config.policy_for(t);
-        let mut ap = self.applier(tables, &policy_for);
+        let mut ap = self.applier(tables, &policy_for)?;
         apply::recover_inflight(&mut ap, &name)?;
         Ok(())
     }
@@ -509,7 +519,7 @@ impl Engine {
             let policy_for = move |t: &str| config.policy_for(t);
             self.state.set_durable(false)?;
             let stats = {
-                let mut ap = self.applier(tables, &policy_for);
+                let mut ap = self.applier(tables, &policy_for)?;
                 ap.apply_batch(peer, &header.peer_name, &body, Origin::Batch { seq }, 0)
             };
             self.state.set_durable(true)?;
@@ -567,7 +577,7 @@ impl Engine {
                 seen: change.seen.clone(),
                 tables: vec![change.table.clone()],
             };
-            let mut ap = self.applier(tables, &policy_for);
+            let mut ap = self.applier(tables, &policy_for)?;
             let stats =
                 ap.apply_batch(&change.author_id, &change.author_name, &body, Origin::Parked { id: p.id }, 0)?;
             // A change parked again is not progress.

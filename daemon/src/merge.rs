@@ -348,8 +348,7 @@ impl Birth {
     }
 
     pub fn to_wire(self, peers: &dyn PeerBook) -> Option<Born> {
-        let peer = u128::from_str_radix(peers.peer_id(self.version.peer), 16).ok()?;
-        Some(Born { clock: self.version.clock, peer, key: self.key_hash })
+        Born::of(self.version.clock, peers.peer_id(self.version.peer), self.key_hash)
     }
 }
 
