@@ -276,8 +276,8 @@ impl Applier<'_> {
         Ok(outcome)
     }
 
-    /// Runs `write`; when another row holds a value of a UNIQUE index that
-    /// `after` (the row as written) needs, the two rows are in conflict: the
+    /// Runs `write`, unless another row holds a value of a UNIQUE index that
+    /// `after` (the row as written) needs: then the two rows are in conflict: the
     /// one whose value is older stays, on every peer alike, and the other is
     /// kept in the conflict log. A local row that loses is deleted (capture
     /// publishes that) after the rows referring to it are pointed at the
@@ -296,16 +296,18 @@ impl Applier<'_> {
     ) -> Result<bool, ApplyError> {
         let theirs = Version { clock: remote.body.clock, peer: remote.author };
         for _ in 0..=self.constraints.unique(&table.name).len() {
-            let refused = match write() {
-                Ok(()) => return Ok(true),
-                Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == ErrorCode::ConstraintViolation => {
-                    msg.unwrap_or_else(|| e.to_string())
-                }
-                Err(e) => return Err(e.into()),
-            };
+            // Looked for before writing: an index declared `ON CONFLICT
+            // REPLACE` would otherwise delete the other row silently, and
+            // which row survives would depend on the order batches arrive.
             let Some((columns, local)) = self.unique_clash(table, after)? else {
-                outcome.record = park_record(p, ParkReason::Refused, refused);
-                return Ok(false);
+                return match write() {
+                    Ok(()) => Ok(true),
+                    Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == ErrorCode::ConstraintViolation => {
+                        outcome.record = park_record(p, ParkReason::Refused, msg.unwrap_or_else(|| e.to_string()));
+                        Ok(false)
+                    }
+                    Err(e) => Err(e.into()),
+                };
             };
             let local_key: Vec<Value> = table.key.iter().map(|&k| local[k].clone()).collect();
             let tbl = p.tbl;
@@ -434,7 +436,7 @@ impl Applier<'_> {
     fn is_referred_to(&self, table: &Table, key: &[Value]) -> rusqlite::Result<bool> {
         let key_names = table.key_names();
         for fk in self.constraints.referring_to(&table.name) {
-            if fk.parent_columns != key_names {
+            if !fk.declared || fk.parent_columns != key_names {
                 continue;
             }
             let sql = format!(
@@ -451,7 +453,7 @@ impl Applier<'_> {
 
     /// Why a write of these columns would leave a foreign key dangling.
     fn missing_parent(&self, table: &Table, columns: &[(usize, Value)]) -> rusqlite::Result<Option<String>> {
-        if self.constraints.referred_by(&table.name).next().is_none() {
+        if self.constraints.declared_by(&table.name).next().is_none() {
             return Ok(None);
         }
         let value_of = |name: &str| {

@@ -62,6 +62,11 @@ pub struct DatabaseConfig {
     /// `table.column` entries.
     #[serde(default)]
     pub exclude_columns: Vec<String>,
+    /// References the application keeps without declaring them as foreign
+    /// keys: `child_table.column -> parent_table.column`. A row that moves
+    /// to a fresh key takes them along, as it does declared ones.
+    #[serde(default)]
+    pub references: Vec<String>,
     /// `lww` | `lww-column:<col>` | `peer-priority:<a,b,…>`.
     #[serde(default = "defaults::conflict")]
     pub conflict: String,
@@ -127,6 +132,40 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+}
+
+/// A reference between two tables that the schema does not declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub child: String,
+    pub child_column: String,
+    pub parent: String,
+    pub parent_column: String,
+}
+
+impl Reference {
+    pub fn parse(s: &str) -> Result<Reference, String> {
+        let wrong = || {
+            format!(
+                "references entry {s:?} must be child_table.column -> parent_table.column, \
+                 for example \"item_attributes.entity_id -> items.id\""
+            )
+        };
+        let (child, parent) = s.split_once("->").ok_or_else(wrong)?;
+        let side = |t: &str| -> Option<(String, String)> {
+            let (table, column) = t.trim().split_once('.')?;
+            (!table.is_empty() && !column.is_empty()).then(|| (table.to_string(), column.to_string()))
+        };
+        let ((child, child_column), (parent, parent_column)) = side(child).zip(side(parent)).ok_or_else(wrong)?;
+        Ok(Reference { child, child_column, parent, parent_column })
+    }
+}
+
+impl DatabaseConfig {
+    /// The configured references, parsed (validated when the file was read).
+    pub fn references(&self) -> Vec<Reference> {
+        self.references.iter().filter_map(|r| Reference::parse(r).ok()).collect()
     }
 }
 
@@ -240,6 +279,9 @@ impl Config {
                         .or_else(|e| bad(format!("database {:?} table {table:?}: {e}", db.name)))?;
                 }
             }
+            for r in &db.references {
+                Reference::parse(r).map(|_| ()).or_else(|e| bad(format!("database {:?}: {e}", db.name)))?;
+            }
             for c in &db.exclude_columns {
                 if !c.contains('.') {
                     return bad(format!(
@@ -317,6 +359,8 @@ mod tests {
             (GOOD.replace("name = \"main\"", "name = \"a/b\""), "must be letters"),
             (format!("{GOOD}conflict = \"newest\"\n"), "unknown conflict policy"),
             (format!("{GOOD}exclude_columns = [\"password\"]\n"), "table.column"),
+            (format!("{GOOD}references = [\"item_attributes.entity_id\"]\n"), "child_table.column -> parent"),
+            (format!("{GOOD}references = [\"a.b -> items\"]\n"), "child_table.column -> parent"),
             ("[hub]\nurl = \"file:///x\"\n".to_string(), "no [[database]]"),
             ("[hub\n".to_string(), "syncd.toml"),
         ];
@@ -325,6 +369,20 @@ mod tests {
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");
             assert!(!err.contains('\n'), "{err:?} is not one line");
         }
+    }
+
+    #[test]
+    fn references_parse() {
+        let c = parse(&format!("{GOOD}references = [\" item_attributes.entity_id->items.id \"]\n")).unwrap();
+        assert_eq!(
+            c.databases[0].references(),
+            [Reference {
+                child: "item_attributes".into(),
+                child_column: "entity_id".into(),
+                parent: "items".into(),
+                parent_column: "id".into()
+            }]
+        );
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The application's own constraints, as declared in its schema: the UNIQUE
-//! indexes besides the key, and the foreign keys between tables.
+//! indexes besides the key, and the foreign keys between tables, plus the
+//! references the configuration names that the schema does not declare.
 //!
 //! Apply respects them without changing them: a row that moves to a fresh
 //! key takes the rows referring to it along, a clash on a UNIQUE index is a
 //! conflict between two rows, and a row whose parent is not here yet waits.
 //! This module only reads pragmas; it never writes the user's database.
 
+use crate::config::Reference;
 use crate::schema::quote_ident;
 use crate::value::Value;
 use rusqlite::{Connection, OptionalExtension};
@@ -26,6 +28,10 @@ pub struct ForeignKey {
     pub child_columns: Vec<String>,
     pub parent: String,
     pub parent_columns: Vec<String>,
+    /// Declared in the schema, so SQLite enforces it. A configured
+    /// reference is only followed when a row moves: the application never
+    /// promised it holds, so a row is not held back or kept for it.
+    pub declared: bool,
 }
 
 /// The constraints of every table of the database, read once per apply.
@@ -36,7 +42,7 @@ pub struct Constraints {
 }
 
 impl Constraints {
-    pub fn read(conn: &Connection) -> rusqlite::Result<Constraints> {
+    pub fn read(conn: &Connection, configured: &[Reference]) -> rusqlite::Result<Constraints> {
         let tables: Vec<String> = conn
             .prepare(
                 "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' \
@@ -49,6 +55,27 @@ impl Constraints {
             out.unique.insert(table.clone(), unique_indexes(conn, table)?);
             out.foreign_keys.extend(foreign_keys(conn, table)?);
         }
+        for r in configured {
+            let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+                conn.query_row("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2", [table, column], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|n| n > 0)
+            };
+            if !has(&r.child, &r.child_column)? || !has(&r.parent, &r.parent_column)? {
+                tracing::warn!(child = %format!("{}.{}", r.child, r.child_column),
+                    parent = %format!("{}.{}", r.parent, r.parent_column),
+                    "a configured reference names a column this database does not have; check `references`");
+                continue;
+            }
+            out.foreign_keys.push(ForeignKey {
+                child: r.child.clone(),
+                child_columns: vec![r.child_column.clone()],
+                parent: r.parent.clone(),
+                parent_columns: vec![r.parent_column.clone()],
+                declared: false,
+            });
+        }
         Ok(out)
     }
 
@@ -56,14 +83,14 @@ impl Constraints {
         self.unique.get(table).map(Vec::as_slice).unwrap_or_default()
     }
 
-    /// Foreign keys whose parent is `table`.
+    /// References, declared or configured, whose parent is `table`.
     pub fn referring_to<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a ForeignKey> + 'a {
         self.foreign_keys.iter().filter(move |fk| fk.parent == table)
     }
 
-    /// Foreign keys whose child is `table`.
-    pub fn referred_by<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a ForeignKey> + 'a {
-        self.foreign_keys.iter().filter(move |fk| fk.child == table)
+    /// Declared foreign keys whose child is `table`.
+    pub fn declared_by<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a ForeignKey> + 'a {
+        self.foreign_keys.iter().filter(move |fk| fk.child == table && fk.declared)
     }
 
     /// How deep `table` sits below the tables it refers to: parents first
@@ -121,6 +148,7 @@ fn foreign_keys(conn: &Connection, table: &str) -> rusqlite::Result<Vec<ForeignK
                 child_columns: Vec::new(),
                 parent,
                 parent_columns: Vec::new(),
+                declared: true,
             });
             last_id = Some(id);
         }
@@ -183,7 +211,7 @@ pub fn missing_parent(
     child: &str,
     values: &dyn Fn(&str) -> Option<Value>,
 ) -> rusqlite::Result<Option<String>> {
-    for fk in constraints.referred_by(child) {
+    for fk in constraints.declared_by(child) {
         let refs: Option<Vec<Value>> = fk.child_columns.iter().map(|c| values(c)).collect();
         let Some(refs) = refs else { continue };
         if refs.iter().any(|v| matches!(v, Value::Null)) {

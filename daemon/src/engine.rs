@@ -295,7 +295,7 @@ impl Engine {
         let self_peer = self.state.peer_index(&self.identity.peer_id).unwrap_or(0);
         let schema_version = schema::fingerprint(&self.user)?;
         if self.constraints.as_ref().is_none_or(|(v, _)| *v != schema_version) {
-            self.constraints = Some((schema_version, Constraints::read(&self.user)?));
+            self.constraints = Some((schema_version, Constraints::read(&self.user, &self.config.references())?));
         }
         let constraints = &self.constraints.as_ref().expect("just read").1;
         Ok(Applier {

@@ -166,3 +166,101 @@ fn a_note_deleted_while_another_peer_comments_on_it_stays_with_its_comment() {
     let kept = ps[1].conflicts();
     assert!(kept.iter().any(|c| c.reason.contains("refer to it")), "{kept:?}");
 }
+
+/// A music library that keeps its attributes' owner in a plain column, the
+/// way beets does: the schema declares no foreign key.
+const LIBRARY: &str = "
+    PRAGMA journal_mode=WAL;
+    CREATE TABLE items(id INTEGER PRIMARY KEY, title TEXT NOT NULL);
+    CREATE TABLE item_attributes(id INTEGER PRIMARY KEY, entity_id INTEGER, key TEXT, value TEXT,
+        UNIQUE(entity_id, key) ON CONFLICT REPLACE);
+";
+
+fn library(hub: &Hub, extra: &str) -> Vec<Peer> {
+    ["a", "b", "c"].iter().map(|n| Peer::with(hub, n, LIBRARY, extra)).collect()
+}
+
+/// Two peers add song 1 with a "mood" while apart: one of the songs moves,
+/// and the third peer gets both.
+fn songs_with_moods_made_apart(ps: &mut [Peer]) -> Vec<Vec<String>> {
+    for p in &ps[..2] {
+        p.exec(&format!(
+            "INSERT INTO items VALUES (1, 'song from {n}');
+             INSERT INTO item_attributes(entity_id, key, value) VALUES (1, 'mood', 'mood of {n}');",
+            n = p.name
+        ));
+    }
+    settle_all(ps);
+    ps.iter()
+        .map(|p| {
+            p.rows(
+                "SELECT i.title, a.value FROM item_attributes a LEFT JOIN items i ON i.id = a.entity_id \
+                 ORDER BY a.value",
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_configured_reference_the_schema_does_not_declare_follows_a_moved_row() {
+    let hub = Hub::new();
+    let mut ps = library(&hub, "references = [\"item_attributes.entity_id -> items.id\"]");
+    let pairs = songs_with_moods_made_apart(&mut ps);
+    for (p, pairs) in ps.iter().zip(&pairs) {
+        assert_eq!(pairs.len(), 2, "{}: {pairs:?}", p.name);
+        assert!(pairs.iter().all(|pair| on_its_song(pair)), "{}: a mood on another song: {pairs:?}", p.name);
+        assert_eq!(p.one("SELECT count(*) FROM items"), "Integer(2)");
+    }
+    for p in &ps[1..] {
+        assert_eq!(
+            p.rows("SELECT * FROM item_attributes ORDER BY id"),
+            ps[0].rows("SELECT * FROM item_attributes ORDER BY id")
+        );
+    }
+}
+
+/// "song from X|mood of X": the attribute is on the song it was set on.
+fn on_its_song(pair: &str) -> bool {
+    let (song, mood) = pair.split_once('|').unwrap();
+    song.trim_start_matches("Text(\"song from ") == mood.trim_start_matches("Text(\"mood of ")
+}
+
+#[test]
+fn without_the_configured_reference_a_moved_row_leaves_its_attributes_behind() {
+    // What the `references` key is for: the same story, not configured.
+    let hub = Hub::new();
+    let mut ps = library(&hub, "");
+    let pairs = songs_with_moods_made_apart(&mut ps);
+    let right = pairs[0].iter().filter(|p| on_its_song(p)).count();
+    assert!(right < 2, "moods stayed with their songs without the reference: {:?}", pairs[0]);
+}
+
+#[test]
+fn a_configured_reference_to_a_missing_column_is_ignored_and_sync_goes_on() {
+    let hub = Hub::new();
+    let mut ps = library(&hub, "references = [\"item_attributes.owner -> items.id\"]");
+    songs_with_moods_made_apart(&mut ps);
+    for p in &ps {
+        assert_eq!(p.one("SELECT count(*) FROM items"), "Integer(2)", "{}", p.name);
+        assert_eq!(p.rows("SELECT * FROM items ORDER BY id"), ps[0].rows("SELECT * FROM items ORDER BY id"));
+    }
+}
+
+#[test]
+fn a_unique_index_declared_on_conflict_replace_still_keeps_the_losing_row() {
+    // SQLite would let the second writer's row silently replace the first
+    // on each peer, each publishing the other's row as deleted: both lost.
+    let hub = Hub::new();
+    let mut ps = library(&hub, "");
+    ps[0].exec("INSERT INTO item_attributes VALUES (1, 5, 'mood', 'set on a');");
+    ps[1].exec("INSERT INTO item_attributes VALUES (2, 5, 'mood', 'set on b');");
+    settle_all(&mut ps);
+    let kept = ps[0].rows("SELECT * FROM item_attributes");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    for p in &ps[1..] {
+        assert_eq!(p.rows("SELECT * FROM item_attributes"), kept, "{}", p.name);
+    }
+    let lost: Vec<_> = ps.iter_mut().flat_map(|p| p.conflicts()).filter(|c| c.reason.contains("UNIQUE")).collect();
+    let loser = if kept[0].contains("set on a") { "set on b" } else { "set on a" };
+    assert!(lost.iter().any(|c| c.loser.as_deref().is_some_and(|l| l.contains(loser))), "{lost:?}");
+}

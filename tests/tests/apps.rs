@@ -313,6 +313,11 @@ fn buku_deleting_a_bookmark_moves_the_last_one_into_the_hole_and_the_peers_still
 // --------------------------------------------------------------- beets
 
 const BEETS_DB: &str = "beets/library.db";
+/// beets refers to items and albums by id without declaring foreign keys:
+/// the configuration names those references (README, "Keys made on two
+/// machines").
+const BEETS_REFERENCES: &str = "references = [\"item_attributes.entity_id -> items.id\", \
+    \"album_attributes.entity_id -> albums.id\", \"items.album_id -> albums.id\"]\n";
 
 /// Writes the peer's beets configuration: no plugin (so no network and no
 /// autotagger source), the library in the peer's folder, the music in the
@@ -389,7 +394,12 @@ fn beets_songs_imported_apart_on_two_machines_all_survive_with_their_own_files_a
     let hub = Hub::folder();
     let music = tempfile::tempdir().unwrap();
     make_songs(music.path(), 1..=9);
-    let peers = ["a", "b", "c"].map(|name| Peer::for_app(&hub, name, BEETS_DB));
+    let peers = ["a", "b", "c"].map(|name| {
+        let mut p = Peer::for_app(&hub, name, BEETS_DB);
+        p.db_extra = BEETS_REFERENCES.into();
+        p.write_config(&[("main", &p.db())]);
+        p
+    });
     let [a, b, c] = &peers;
     for p in &peers {
         beets_config(p, music.path());
@@ -404,11 +414,13 @@ fn beets_songs_imported_apart_on_two_machines_all_survive_with_their_own_files_a
     }
 
     // Apart. Both import two songs (items 5 and 6 on both), edit, set a
-    // flexible attribute (item_attributes row 1 on both) and B removes one.
+    // flexible attribute (item_attributes row 1 on both, and one on a song
+    // that will move) and B removes one.
     beet_import(a, music.path(), &[5, 6]);
     beet(a, &["modify", "-y", "-W", &beet_id(a, "Song 1"), "title=Song 1 (edited on a)", "rating=5"]);
     beet_import(b, music.path(), &[7, 8]);
     beet(b, &["modify", "-y", "-W", &beet_id(b, "Song 3"), "mood=calm"]);
+    beet(b, &["modify", "-y", "-W", &beet_id(b, "Song 7"), "mood=upbeat"]);
     beet(b, &["remove", "-f", &beet_id(b, "Song 2")]);
 
     sync_until_quiet(&[a, b, c]);
@@ -428,6 +440,8 @@ fn beets_songs_imported_apart_on_two_machines_all_survive_with_their_own_files_a
         }
         assert_eq!(beet(p, &["ls", "-f", "$title", "rating:5"]).trim(), "Song 1 (edited on a)", "{}", p.name);
         assert_eq!(beet(p, &["ls", "-f", "$title", "mood:calm"]).trim(), "Song 3", "{}", p.name);
+        // Song 7 moved to a fresh id on B; its attribute went along.
+        assert_eq!(beet(p, &["ls", "-f", "$title", "mood:upbeat"]).trim(), "Song 7", "{}", p.name);
         assert_eq!(
             p.query("SELECT count(*) FROM item_attributes WHERE entity_id NOT IN (SELECT id FROM items)"),
             "0",
