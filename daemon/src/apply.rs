@@ -859,6 +859,9 @@ fn record(
         Record::Nothing => {}
         Record::Put(row) => {
             s.put_row(o.tbl, &o.key, row)?;
+            for (born, _, _) in &o.moves {
+                s.forget_key_collision(o.tbl, *born)?;
+            }
             stats.applied += 1;
         }
         Record::Republish(row) => {

@@ -99,11 +99,20 @@ pub enum ParkReason {
     Refused,
     /// The row refers, through a foreign key, to a row not here yet.
     ParentMissing,
+    /// A new row for a key whose row here its author had seen go (deleted
+    /// or moved); the news of that is on its way.
+    KeyNotFreeYet,
 }
 
 impl ParkReason {
     pub fn retried_every_cycle(self) -> bool {
-        matches!(self, ParkReason::RowMissing | ParkReason::LocalEditPending | ParkReason::ParentMissing)
+        matches!(
+            self,
+            ParkReason::RowMissing
+                | ParkReason::LocalEditPending
+                | ParkReason::ParentMissing
+                | ParkReason::KeyNotFreeYet
+        )
     }
 
     pub fn describe(self) -> &'static str {
@@ -113,6 +122,7 @@ impl ParkReason {
             ParkReason::LocalEditPending => "row edited here since the last capture",
             ParkReason::Refused => "refused by the database",
             ParkReason::ParentMissing => "refers to a row not here yet",
+            ParkReason::KeyNotFreeYet => "new row for a key whose old row a peer deleted or moved; waits for that",
         }
     }
 }
@@ -202,6 +212,9 @@ pub fn decide(
         _ => None,
     };
     match (op, local) {
+        (Op::Insert(_) | Op::Row(_), Some(row)) if saw_our_row_go(table, row, remote_born, &seen) => {
+            Decision::of(Action::Park(ParkReason::KeyNotFreeYet))
+        }
         (Op::Insert(_) | Op::Row(_), Some(row)) if is_key_collision(table, &mapped, row, remote_born, &seen) => {
             let theirs = remote_born.expect("a collision has a remote birth");
             decide_key_collision(table, &mapped, row, theirs, version, peers, remote_image)
@@ -453,6 +466,32 @@ fn is_key_collision(
         .any(|(_, name_hash, v)| row.col(*name_hash).is_none_or(|c| c.value_hash != value::hash_value(v.as_ref())))
 }
 
+/// Another row arrives at the integer key of a live row here whose every
+/// version its author had seen: so at the author our row was gone from the
+/// key (deleted or moved), and this is a row made after, not a collision.
+/// Taking the key before the delete or move arrives would lose our row to
+/// its concurrent edits; treating it as a collision would keep it out for
+/// good, since its author will never move it.
+fn saw_our_row_go(table: &Table, row: &RowState, theirs: Option<Birth>, seen: &dyn Fn(Version) -> bool) -> bool {
+    let (Some(ours), Some(theirs)) = (birth(table, row), theirs) else { return false };
+    table.integer_primary_key
+        && row.deleted.is_none()
+        && ours.is_known()
+        && theirs.is_known()
+        && ours != theirs
+        && row.cols.iter().all(|c| seen(c.version))
+}
+
+/// The reason of a conflict entry that keeps a row younger than another
+/// made with its key, until the row's move arrives: it starts with
+/// [`KEY_COLLISION`] and its loser version is the row's birth.
+macro_rules! key_collision_reason {
+    ($rest:literal) => {
+        concat!("the same key was made", $rest)
+    };
+}
+pub const KEY_COLLISION: &str = key_collision_reason!("");
+
 /// The older row keeps the key on every peer. The author of the younger
 /// one moves its row to a fresh key and publishes the move; the other peers
 /// keep the younger row in the conflict log until the move arrives.
@@ -474,9 +513,9 @@ fn decide_key_collision(
         return if ours_is_older {
             remote_row_loses(
                 remote_image(),
-                version,
+                theirs.version,
                 ours.version,
-                "the same key was made by two peers (here since deleted); the younger row moves to a new key",
+                key_collision_reason!(" by two peers (here since deleted); the younger row moves to a new key"),
             )
         } else {
             take_key()
@@ -485,9 +524,9 @@ fn decide_key_collision(
     if ours_is_older {
         return remote_row_loses(
             remote_image(),
-            version,
+            theirs.version,
             ours.version,
-            "the same key was made here and by a peer; the peer moves its row to a new key",
+            key_collision_reason!(" here and by a peer; the peer moves its row to a new key"),
         );
     }
     let mut decision = take_key();
@@ -502,7 +541,7 @@ fn decide_key_collision(
         loser: Loser::Local { columns: Vec::new(), whole_row: true },
         loser_version: ours.version,
         winner_version: version,
-        reason: "the same key was made on two peers; the younger row's author moves it to a new key",
+        reason: key_collision_reason!(" on two peers; the younger row's author moves it to a new key"),
     });
     decision
 }

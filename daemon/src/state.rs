@@ -578,6 +578,20 @@ impl State {
         Ok(())
     }
 
+    /// Forgets the conflict entries that kept the row born `born` after it
+    /// met an older row with its key (see [`crate::merge::KEY_COLLISION`]):
+    /// the row now has a key of its own here, and restoring it would make
+    /// it twice.
+    pub fn forget_key_collision(&self, tbl: i64, born: crate::batch::Born) -> Result<usize> {
+        let key = crate::value::key_text(&[Value::Integer(born.key as i64)]);
+        self.conn
+            .prepare_cached(
+                "DELETE FROM conflicts WHERE tbl = (SELECT name FROM tables WHERE id = ?1) AND col IS NULL \
+                 AND loser_clock = ?2 AND loser_peer = ?3 AND key = ?4 AND substr(reason, 1, length(?5)) = ?5",
+            )?
+            .execute(params![tbl, born.clock as i64, format!("{:032x}", born.peer), key, crate::merge::KEY_COLLISION])
+    }
+
     /// Where the row born `born` moved to, if it did.
     pub fn moved_to(&self, tbl: i64, born: crate::batch::Born) -> Result<Option<Vec<u8>>> {
         self.conn

@@ -83,6 +83,13 @@ fn rows_made_with_the_same_integer_key_on_three_peers_all_survive_with_their_com
     for p in &ps {
         assert_eq!(p.one("SELECT count(*) FROM secrets WHERE k LIKE 'inserted from %'"), "Integer(3)", "{}", p.name);
     }
+    // The younger rows were kept in the conflict logs only until their
+    // moves arrived: no entry offers to restore a row that is here.
+    for p in ps.iter_mut() {
+        let stale: Vec<_> =
+            p.conflicts().into_iter().filter(|c| c.reason.starts_with("the same key was made")).collect();
+        assert!(stale.is_empty(), "{}: {stale:?}", p.name);
+    }
     // Two of the three moved; the moves were published like any change.
     let moved: u64 = ps.iter_mut().map(|p| p.engine().state().live_row_count().unwrap()).sum::<u64>();
     assert_eq!(moved, 3 * 7, "4 notes and 3 comments on each peer, as the state sees them");
@@ -263,4 +270,41 @@ fn a_unique_index_declared_on_conflict_replace_still_keeps_the_losing_row() {
     let lost: Vec<_> = ps.iter_mut().flat_map(|p| p.conflicts()).filter(|c| c.reason.contains("UNIQUE")).collect();
     let loser = if kept[0].contains("set on a") { "set on b" } else { "set on a" };
     assert!(lost.iter().any(|c| c.loser.as_deref().is_some_and(|l| l.contains(loser))), "{lost:?}");
+}
+
+#[test]
+fn a_key_freed_by_a_delete_and_used_again_waits_for_the_delete_where_it_arrives_first() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    ps[1].exec("INSERT INTO notes VALUES (4, 'old', 'made on b');");
+    settle_all(&mut ps);
+    ps[1].exec("DELETE FROM notes WHERE id = 4;");
+    let before = hub.files();
+    ps[1].sync();
+    ps[2].sync();
+    // c saw the delete; SQLite hands out key 4 again.
+    ps[2].exec("INSERT INTO notes VALUES (4, 'new', 'made on c after the delete');");
+    ps[2].sync();
+    // The file-sync service brings c's batch to a before b's delete.
+    let b_dir = format!("/{}/changes/", ps[1].engine().identity.peer_id);
+    let held = tempfile::tempdir().unwrap();
+    let delayed: Vec<_> = hub
+        .files()
+        .into_iter()
+        .filter(|f| !before.contains(f) && f.to_string_lossy().contains(&b_dir))
+        .map(|f| {
+            let aside = held.path().join(f.file_name().unwrap());
+            std::fs::rename(&f, &aside).unwrap();
+            (f, aside)
+        })
+        .collect();
+    assert!(!delayed.is_empty(), "b's delete was published");
+    ps[0].sync();
+    assert_eq!(notes(&ps[0]), ["Text(\"old\")|Text(\"made on b\")"], "a has not heard of the delete yet");
+    for (f, aside) in delayed {
+        std::fs::rename(aside, f).unwrap();
+    }
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert_eq!(notes(&ps[0]), ["Text(\"new\")|Text(\"made on c after the delete\")"]);
 }
