@@ -587,6 +587,10 @@ impl Applier<'_> {
         // lookups: a batch never holds the same key twice.
         let local = if self.empty_tables.contains(&tbl) { None } else { self.state.row(tbl, &key)? };
         let (change, key, local) = self.follow_move(table, tbl, change, key, local, peers)?;
+        if local.is_some() && self.moved_elsewhere(table, tbl, &change, &key, remote, peers)? {
+            let decision = Decision { action: Action::Skip, new_state: None, conflicts: Vec::new() };
+            return Ok(Planned { table: table_changes, change, tbl, key, local, decision });
+        }
         let change_ref: &RowChange = &change;
         if !self.policies.contains_key(&table.name) {
             self.policies.insert(table.name.clone(), (self.policy_for)(&table.name));
@@ -598,6 +602,27 @@ impl Applier<'_> {
         let decision =
             merge::decide(table, table_changes, change_ref, local.as_ref(), remote, policy, peers, &mut local_value);
         Ok(Planned { table: table_changes, change, tbl, key, local, decision })
+    }
+
+    /// True for an insert whose row has arrived at another key since (it
+    /// waited here for the key while its author moved it; see [`merge`]).
+    fn moved_elsewhere(
+        &self,
+        table: &Table,
+        tbl: i64,
+        change: &RowChange,
+        key: &[u8],
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+    ) -> Result<bool, ApplyError> {
+        let (Op::Insert(_), true, [made_at]) = (&change.op, table.integer_primary_key, change.key.as_slice()) else {
+            return Ok(false);
+        };
+        let Some(born) = Born::of(remote.body.clock, peers.peer_id(remote.author), table.birth_key(made_at.as_ref()))
+        else {
+            return Ok(false);
+        };
+        Ok(self.state.moved_to(tbl, born)?.is_some_and(|now| now != key))
     }
 
     /// A change about a row that moved off this key (two rows were made

@@ -99,8 +99,9 @@ pub enum ParkReason {
     Refused,
     /// The row refers, through a foreign key, to a row not here yet.
     ParentMissing,
-    /// A new row for a key whose row here its author had seen go (deleted
-    /// or moved); the news of that is on its way.
+    /// A row for a key that another row holds here until it moves or goes
+    /// (its author had seen it go, or it is the younger of two rows made
+    /// with the key); the news of that is on its way.
     KeyNotFreeYet,
 }
 
@@ -122,7 +123,7 @@ impl ParkReason {
             ParkReason::LocalEditPending => "row edited here since the last capture",
             ParkReason::Refused => "refused by the database",
             ParkReason::ParentMissing => "refers to a row not here yet",
-            ParkReason::KeyNotFreeYet => "new row for a key whose old row a peer deleted or moved; waits for that",
+            ParkReason::KeyNotFreeYet => "another row holds this key until it moves or goes; waits for that",
         }
     }
 }
@@ -529,21 +530,17 @@ fn decide_key_collision(
             key_collision_reason!(" here and by a peer; the peer moves its row to a new key"),
         );
     }
-    let mut decision = take_key();
-    let Action::Write { columns, .. } = decision.action else { unreachable!("insert writes") };
     if ours.version.peer == peers.self_index() {
+        let mut decision = take_key();
+        let Action::Write { columns, .. } = decision.action else { unreachable!("insert writes") };
         decision.action = Action::MoveLocalAndInsert { columns };
         return decision;
     }
-    decision.action = Action::Write { insert: false, columns };
-    decision.conflicts.push(ConflictNote {
-        column: None,
-        loser: Loser::Local { columns: Vec::new(), whole_row: true },
-        loser_version: ours.version,
-        winner_version: version,
-        reason: key_collision_reason!(" on two peers; the younger row's author moves it to a new key"),
-    });
-    decision
+    // Neither row is ours. The younger one's author moves it when it meets
+    // the older; if it had met it already (the older lost this key to a
+    // third, older row there), the older one moves instead. Either way a
+    // move is coming: the older row waits for it, and nothing is replaced.
+    Decision::of(Action::Park(ParkReason::KeyNotFreeYet))
 }
 
 fn insert(table: &Table, mapped: &[(usize, u64, &Value)], version: Version, conflicts: Vec<ConflictNote>) -> Decision {

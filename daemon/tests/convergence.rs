@@ -54,6 +54,8 @@ fn run(peer_count: usize, steps: Vec<Step>, owned_ids: bool) -> Result<(), TestC
     let mut log: Vec<Written> = Vec::new();
     let mut deletes: Vec<(usize, i64)> = Vec::new();
     let mut next_value = 1000i64;
+    // Values a peer's own write or delete replaced where it saw them.
+    let mut overwritten = std::collections::HashSet::new();
     for (order, s) in steps.iter().enumerate() {
         match *s {
             Step::Write { peer, id, col } => {
@@ -70,12 +72,29 @@ fn run(peer_count: usize, steps: Vec<Step>, owned_ids: bool) -> Result<(), TestC
                     log.push(Written { order, id, col: 0, value: next_value });
                     log.push(Written { order, id, col: 1, value: next_value });
                 } else {
+                    // What this write replaces on this peer is superseded,
+                    // whatever id its row has by now (rows move).
+                    let old: String = app
+                        .query_row(&format!("SELECT CAST({column} AS TEXT) FROM items WHERE id = ?1"), [id], |r| {
+                            r.get(0)
+                        })
+                        .unwrap();
+                    overwritten.extend(old.parse::<i64>());
                     app.execute(&format!("UPDATE items SET {column} = ?2 WHERE id = ?1"), [id, next_value]).unwrap();
                     log.push(Written { order, id, col, value: next_value });
                 }
             }
             Step::Delete { peer, id } => {
-                let n = peers[peer].app().execute("DELETE FROM items WHERE id = ?1", [id]).unwrap();
+                let app = peers[peer].app();
+                let gone: Vec<String> = app
+                    .prepare("SELECT CAST(name AS TEXT), CAST(qty AS TEXT) FROM items WHERE id = ?1")
+                    .unwrap()
+                    .query_map([id], |r| Ok([r.get::<_, String>(0)?, r.get::<_, String>(1)?]))
+                    .unwrap()
+                    .flat_map(|r| r.unwrap())
+                    .collect();
+                overwritten.extend(gone.iter().filter_map(|v| v.parse::<i64>().ok()));
+                let n = app.execute("DELETE FROM items WHERE id = ?1", [id]).unwrap();
                 if n > 0 {
                     deletes.push((order, id));
                 }
@@ -110,7 +129,8 @@ fn run(peer_count: usize, steps: Vec<Step>, owned_ids: bool) -> Result<(), TestC
             parts[1 + w.col].contains(&cell)
         });
         let superseded = log.iter().any(|x| x.id == w.id && x.col == w.col && x.order > w.order)
-            || deletes.iter().any(|&(o, id)| id == w.id && o > w.order);
+            || deletes.iter().any(|&(o, id)| id == w.id && o > w.order)
+            || overwritten.contains(&w.value);
         let kept = lost_values.contains(&cell);
         // A row deleted concurrently loses its values with the delete: the
         // conflict log holds the image (kept) or a later write brings it back.

@@ -286,25 +286,77 @@ fn a_key_freed_by_a_delete_and_used_again_waits_for_the_delete_where_it_arrives_
     ps[2].exec("INSERT INTO notes VALUES (4, 'new', 'made on c after the delete');");
     ps[2].sync();
     // The file-sync service brings c's batch to a before b's delete.
-    let b_dir = format!("/{}/changes/", ps[1].engine().identity.peer_id);
+    {
+        let _late = delay_batches(&hub, &before, &mut ps[1]);
+        ps[0].sync();
+        assert_eq!(notes(&ps[0]), ["Text(\"old\")|Text(\"made on b\")"], "a has not heard of the delete yet");
+    }
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert_eq!(notes(&ps[0]), ["Text(\"new\")|Text(\"made on c after the delete\")"]);
+}
+
+/// Moves `peer`'s batches that are not in `before` out of the hub, as a
+/// file-sync service that has not delivered them yet; they come back when
+/// the returned guard is dropped.
+fn delay_batches(hub: &Hub, before: &[std::path::PathBuf], peer: &mut Peer) -> Delayed {
+    let dir = format!("/{}/changes/", peer.engine().identity.peer_id);
     let held = tempfile::tempdir().unwrap();
-    let delayed: Vec<_> = hub
+    let files = hub
         .files()
         .into_iter()
-        .filter(|f| !before.contains(f) && f.to_string_lossy().contains(&b_dir))
+        .filter(|f| !before.contains(f) && f.to_string_lossy().contains(&dir))
         .map(|f| {
             let aside = held.path().join(f.file_name().unwrap());
             std::fs::rename(&f, &aside).unwrap();
             (f, aside)
         })
-        .collect();
-    assert!(!delayed.is_empty(), "b's delete was published");
+        .collect::<Vec<_>>();
+    assert!(!files.is_empty(), "{} published nothing to delay", peer.name);
+    Delayed { files, _held: held }
+}
+
+struct Delayed {
+    files: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    _held: tempfile::TempDir,
+}
+
+impl Drop for Delayed {
+    fn drop(&mut self) {
+        for (f, aside) in &self.files {
+            std::fs::rename(aside, f).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_row_that_lost_its_key_does_not_displace_a_row_made_later_where_the_key_was_freed() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    // c makes note 1 first; a gets it and deletes it.
+    ps[2].exec("INSERT INTO notes VALUES (1, 'oldest', 'made on c');");
+    ps[2].sync();
     ps[0].sync();
-    assert_eq!(notes(&ps[0]), ["Text(\"old\")|Text(\"made on b\")"], "a has not heard of the delete yet");
-    for (f, aside) in delayed {
-        std::fs::rename(aside, f).unwrap();
+    ps[0].exec("DELETE FROM notes WHERE id = 1;");
+    ps[0].sync();
+    // b, apart, also made a note 1: younger than c's, so b moves it.
+    let before = hub.files();
+    ps[1].exec("INSERT INTO notes VALUES (1, 'younger', 'made on b');");
+    ps[1].sync();
+    // c sees b's note lose, then a's delete, and uses key 1 again.
+    ps[2].sync();
+    ps[2].exec("INSERT INTO notes VALUES (1, 'newest', 'made on c after the delete');");
+    ps[2].sync();
+    // a gets c's new note before any of b's batches.
+    {
+        let _late = delay_batches(&hub, &before, &mut ps[1]);
+        ps[0].sync();
+        assert_eq!(notes(&ps[0]), ["Text(\"newest\")|Text(\"made on c after the delete\")"]);
     }
     settle_all(&mut ps);
     assert_converged(&ps);
-    assert_eq!(notes(&ps[0]), ["Text(\"new\")|Text(\"made on c after the delete\")"]);
+    assert_eq!(
+        notes(&ps[0]),
+        ["Text(\"newest\")|Text(\"made on c after the delete\")", "Text(\"younger\")|Text(\"made on b\")"]
+    );
 }
