@@ -213,7 +213,7 @@ pub fn decide(
         _ => None,
     };
     match (op, local) {
-        (Op::Insert(_) | Op::Row(_), Some(row)) if saw_our_row_go(table, row, remote_born, &seen) => {
+        (Op::Insert(_) | Op::Row(_), Some(row)) if saw_our_row_go(table, row, remote_born, &seen, peers) => {
             Decision::of(Action::Park(ParkReason::KeyNotFreeYet))
         }
         (Op::Insert(_) | Op::Row(_), Some(row)) if is_key_collision(table, &mapped, row, remote_born, &seen) => {
@@ -467,19 +467,26 @@ fn is_key_collision(
         .any(|(_, name_hash, v)| row.col(*name_hash).is_none_or(|c| c.value_hash != value::hash_value(v.as_ref())))
 }
 
-/// Another row arrives at the integer key of a live row here whose every
+/// A younger row arrives at the integer key of a live row here whose every
 /// version its author had seen: so at the author our row was gone from the
 /// key (deleted or moved), and this is a row made after, not a collision.
 /// Taking the key before the delete or move arrives would lose our row to
 /// its concurrent edits; treating it as a collision would keep it out for
-/// good, since its author will never move it.
-fn saw_our_row_go(table: &Table, row: &RowState, theirs: Option<Birth>, seen: &dyn Fn(Version) -> bool) -> bool {
+/// good, since its author will never move it. (An older row is a collision
+/// all the same: its author may have seen ours only waiting for the key.)
+fn saw_our_row_go(
+    table: &Table,
+    row: &RowState,
+    theirs: Option<Birth>,
+    seen: &dyn Fn(Version) -> bool,
+    peers: &dyn PeerBook,
+) -> bool {
     let (Some(ours), Some(theirs)) = (birth(table, row), theirs) else { return false };
     table.integer_primary_key
         && row.deleted.is_none()
         && ours.is_known()
         && theirs.is_known()
-        && ours != theirs
+        && ours.cmp(&theirs, peers) == Ordering::Less
         && row.cols.iter().all(|c| seen(c.version))
 }
 

@@ -360,3 +360,27 @@ fn a_row_that_lost_its_key_does_not_displace_a_row_made_later_where_the_key_was_
         ["Text(\"newest\")|Text(\"made on c after the delete\")", "Text(\"younger\")|Text(\"made on b\")"]
     );
 }
+
+#[test]
+fn a_row_brought_back_by_a_later_edit_keeps_its_key_and_a_row_made_there_since_moves() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    let later = || std::thread::sleep(std::time::Duration::from_millis(5));
+    ps[0].exec("INSERT INTO notes VALUES (4, 'first', 'x');");
+    settle_all(&mut ps);
+    // a deletes note 4 and SQLite hands key 4 out again for a new note;
+    // b, apart, edits note 4 after the delete: the edit brings it back.
+    ps[0].exec("DELETE FROM notes WHERE id = 4;");
+    ps[0].sync();
+    later();
+    ps[0].exec("INSERT INTO notes VALUES (4, 'second', 'made on a after the delete');");
+    later();
+    ps[1].exec("UPDATE notes SET body = 'edited on b' WHERE id = 4;");
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert_eq!(
+        notes(&ps[0]),
+        ["Text(\"first\")|Text(\"edited on b\")", "Text(\"second\")|Text(\"made on a after the delete\")"]
+    );
+    assert_eq!(ps[0].one("SELECT title FROM notes WHERE id = 4"), "Text(\"first\")", "the older row keeps the key");
+}
