@@ -152,9 +152,9 @@ proptest! {
     }
 
     /// Every peer may make any id, so nearly every insert collides with
-    /// another peer's and rows move, often twice. Ignored: it still finds
-    /// rare interleavings where a row moved twice ends at different keys on
-    /// different peers (open in issue 7). `cargo test -- --ignored` runs it.
+    /// another peer's and rows move, often twice. Ignored: about one case in
+    /// 250 still ends with a column edit of a moving row different on two
+    /// peers (open in issue 7). `cargo test -- --ignored` runs it.
     #[test]
     #[ignore]
     fn dense_key_collisions_converge(steps in proptest::collection::vec(step(3), 1..40)) {
