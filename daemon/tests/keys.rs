@@ -272,30 +272,6 @@ fn a_unique_index_declared_on_conflict_replace_still_keeps_the_losing_row() {
     assert!(lost.iter().any(|c| c.loser.as_deref().is_some_and(|l| l.contains(loser))), "{lost:?}");
 }
 
-#[test]
-fn a_key_freed_by_a_delete_and_used_again_waits_for_the_delete_where_it_arrives_first() {
-    let hub = Hub::new();
-    let mut ps = peers(&hub);
-    ps[1].exec("INSERT INTO notes VALUES (4, 'old', 'made on b');");
-    settle_all(&mut ps);
-    ps[1].exec("DELETE FROM notes WHERE id = 4;");
-    let before = hub.files();
-    ps[1].sync();
-    ps[2].sync();
-    // c saw the delete; SQLite hands out key 4 again.
-    ps[2].exec("INSERT INTO notes VALUES (4, 'new', 'made on c after the delete');");
-    ps[2].sync();
-    // The file-sync service brings c's batch to a before b's delete.
-    {
-        let _late = delay_batches(&hub, &before, &mut ps[1]);
-        ps[0].sync();
-        assert_eq!(notes(&ps[0]), ["Text(\"old\")|Text(\"made on b\")"], "a has not heard of the delete yet");
-    }
-    settle_all(&mut ps);
-    assert_converged(&ps);
-    assert_eq!(notes(&ps[0]), ["Text(\"new\")|Text(\"made on c after the delete\")"]);
-}
-
 /// Moves `peer`'s batches that are not in `before` out of the hub, as a
 /// file-sync service that has not delivered them yet; they come back when
 /// the returned guard is dropped.
@@ -327,6 +303,30 @@ impl Drop for Delayed {
             std::fs::rename(aside, f).unwrap();
         }
     }
+}
+
+#[test]
+fn a_key_freed_by_a_delete_and_used_again_waits_for_the_delete_where_it_arrives_first() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    ps[1].exec("INSERT INTO notes VALUES (4, 'old', 'made on b');");
+    settle_all(&mut ps);
+    ps[1].exec("DELETE FROM notes WHERE id = 4;");
+    let before = hub.files();
+    ps[1].sync();
+    ps[2].sync();
+    // c saw the delete; SQLite hands out key 4 again.
+    ps[2].exec("INSERT INTO notes VALUES (4, 'new', 'made on c after the delete');");
+    ps[2].sync();
+    // The file-sync service brings c's batch to a before b's delete.
+    {
+        let _late = delay_batches(&hub, &before, &mut ps[1]);
+        ps[0].sync();
+        assert_eq!(notes(&ps[0]), ["Text(\"old\")|Text(\"made on b\")"], "a has not heard of the delete yet");
+    }
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert_eq!(notes(&ps[0]), ["Text(\"new\")|Text(\"made on c after the delete\")"]);
 }
 
 #[test]
