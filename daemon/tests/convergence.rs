@@ -153,7 +153,7 @@ proptest! {
 
     /// Every peer may make any id, so nearly every insert collides with
     /// another peer's and rows move, often twice. Ignored: about one case in
-    /// 250 still ends with a column edit of a moving row different on two
+    /// 1,000 still ends with a column edit of a moving row different on two
     /// peers (open in issue 7). `cargo test -- --ignored` runs it.
     #[test]
     #[ignore]
