@@ -16,7 +16,7 @@
 use crate::batch::{BatchBody, Born, Op, RowChange, Seen, TableChanges};
 use crate::config::Policy;
 use crate::constraints::{self, Constraints};
-use crate::merge::{self, Action, ConflictNote, Decision, Loser, ParkReason, PeerBook, RemoteBatch};
+use crate::merge::{self, Action, ColumnMap, ConflictNote, Decision, Loser, ParkReason, PeerBook, RemoteBatch};
 use crate::schema::{Table, quote_ident};
 use crate::state::{self, ColState, Conflict, Cursor, RowState, State, Version};
 use crate::value::{self, Value};
@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 const WRITE_TIME: Duration = Duration::from_millis(100);
 /// Changes decided and recorded together: fewer, larger state commits.
 const CHUNK_MAX_CHANGES: usize = 20_000;
+/// Why a remote row waits when a row made here holds its key.
+const KEY_TAKEN: &str = "a row with this key was added here since the last capture";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -109,11 +111,8 @@ pub struct Applier<'a> {
     pub policy_for: &'a dyn Fn(&str) -> Policy,
     pub peer_names: &'a HashMap<String, String>,
     pub self_peer: u32,
-    /// Parsed policies by table, and the last statement built: consecutive
-    /// changes of a batch hit the same table and columns.
-    pub policies: HashMap<String, Policy>,
-    /// State tables with no rows when the current batch started.
-    pub empty_tables: std::collections::HashSet<i64>,
+    /// The last statement built: consecutive changes of a batch hit the
+    /// same table and columns.
     pub last_sql: std::cell::RefCell<Option<(SqlKey, rusqlite::Statement<'a>)>>,
     /// The application's UNIQUE indexes and foreign keys.
     pub constraints: &'a Constraints,
@@ -133,6 +132,26 @@ pub enum Origin {
     Batch { seq: u64 },
     /// A parked change retried: it leaves the parked list when it is done.
     Parked { id: i64 },
+}
+
+/// A table of a batch, with what planning its changes needs worked out
+/// once for all of them.
+struct BatchTable<'b, 't> {
+    changes: &'b TableChanges,
+    tbl: i64,
+    /// The table here, where the batch's columns are in it, and its policy;
+    /// `None` when there is no such table here.
+    here: Option<(&'t Table, ColumnMap, Policy)>,
+    /// The greatest key the state knows in this table, read before each
+    /// chunk is planned: no key above it needs looking up (a new peer
+    /// catching up receives rows in key order, all above it).
+    greatest_known: Option<Vec<u8>>,
+}
+
+impl BatchTable<'_, '_> {
+    fn may_know(&self, key: &[u8]) -> bool {
+        self.greatest_known.as_deref().is_some_and(|g| key <= g)
+    }
 }
 
 struct Planned<'b> {
@@ -177,7 +196,7 @@ enum Record {
     },
 }
 
-impl Applier<'_> {
+impl<'a> Applier<'a> {
     /// Runs the statement `build` makes for (kind, table, columns),
     /// preparing it only when the previous change needed a different one:
     /// consecutive changes of a batch almost always share it.
@@ -249,16 +268,18 @@ impl Applier<'_> {
         for (i, v) in columns {
             image[*i] = v.clone();
         }
-        if read_row(self.user, table, key_values)?.is_some() {
-            outcome.record = park_record(
-                p,
-                ParkReason::LocalEditPending,
-                "a row with this key was added here since the last capture".into(),
-            );
+        // A row added here at this key since the last capture usually makes
+        // the INSERT fail, and is looked for only then.
+        let key_taken_fails =
+            self.constraints.insert_fails_on_taken_key(table) && !key_values.iter().any(|v| matches!(v, Value::Null));
+        if !key_taken_fails && read_row(self.user, table, key_values)?.is_some() {
+            outcome.record = park_record(p, ParkReason::LocalEditPending, KEY_TAKEN.into());
             return Ok(outcome);
         }
-        let written = self
-            .with_unique_clashes(table, p, remote, peers, &image, &mut outcome, || self.insert_row(table, columns))?;
+        let written =
+            self.with_unique_clashes(table, p, remote, peers, &image, Some(key_values), &mut outcome, || {
+                self.insert_row(table, columns)
+            })?;
         if !written {
             return Ok(outcome);
         }
@@ -281,7 +302,9 @@ impl Applier<'_> {
     /// one whose value is older stays, on every peer alike, and the other is
     /// kept in the conflict log. A local row that loses is deleted (capture
     /// publishes that) after the rows referring to it are pointed at the
-    /// winner, the same thing by that index. False: nothing was written and
+    /// winner, the same thing by that index. An insert (`inserting_at` its
+    /// key) that fails because a row added here since the last capture has
+    /// its key waits for the next capture. False: nothing was written and
     /// `outcome` says why.
     #[allow(clippy::too_many_arguments)] // the change, its origin and where it goes
     fn with_unique_clashes(
@@ -291,6 +314,7 @@ impl Applier<'_> {
         remote: &RemoteBatch<'_>,
         peers: &Peers,
         after: &[Value],
+        inserting_at: Option<&[Value]>,
         outcome: &mut Outcome,
         write: impl Fn() -> rusqlite::Result<()>,
     ) -> Result<bool, ApplyError> {
@@ -303,6 +327,12 @@ impl Applier<'_> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            if let Some(key) = inserting_at
+                && read_row(self.user, table, key)?.is_some()
+            {
+                outcome.record = park_record(p, ParkReason::LocalEditPending, KEY_TAKEN.into());
+                return Ok(false);
+            }
             let Some((columns, local)) = self.unique_clash(table, after)? else {
                 outcome.record = park_record(p, ParkReason::Refused, refused);
                 return Ok(false);
@@ -518,24 +548,17 @@ impl Applier<'_> {
         }
         let peers = self.peers();
         let remote = RemoteBatch { body, author, author_name };
-        self.empty_tables.clear();
-        if let Origin::Batch { .. } = origin {
-            for t in &body.tables {
-                let tbl = self.state.table_id(&t.table)?;
-                if !self.state.has_rows(tbl)? {
-                    self.empty_tables.insert(tbl);
-                }
-            }
-        }
+        let mut tables = self.batch_tables(body)?;
         let flat = in_apply_order(body, self.constraints);
         let mut stats = ApplyStats::default();
         let mut done = start.min(flat.len());
         loop {
             let chunk_start = done;
+            self.read_greatest_known(&mut tables)?;
             let mut planned = Vec::new();
             while done < flat.len() && planned.len() < CHUNK_MAX_CHANGES {
                 let (t, c) = flat[done];
-                planned.push(self.plan(t, c, &remote, &peers)?);
+                planned.push(self.plan(&tables[t], c, &remote, &peers)?);
                 done += 1;
             }
             let is_last = done >= flat.len();
@@ -567,34 +590,58 @@ impl Applier<'_> {
         }
     }
 
+    /// The tables of a batch, in batch order.
+    fn batch_tables<'b>(&mut self, body: &'b BatchBody) -> Result<Vec<BatchTable<'b, 'a>>, ApplyError> {
+        let tables: &'a BTreeMap<String, Table> = self.tables;
+        body.tables
+            .iter()
+            .map(|changes| {
+                let here = tables
+                    .get(&changes.table)
+                    .map(|table| (table, ColumnMap::new(table, changes), (self.policy_for)(&table.name)));
+                Ok(BatchTable { changes, tbl: self.state.table_id(&changes.table)?, here, greatest_known: None })
+            })
+            .collect()
+    }
+
+    fn read_greatest_known(&self, tables: &mut [BatchTable<'_, '_>]) -> Result<(), ApplyError> {
+        for t in tables {
+            t.greatest_known = self.state.greatest_key(t.tbl)?;
+        }
+        Ok(())
+    }
+
     fn plan<'b>(
-        &mut self,
-        table_changes: &'b TableChanges,
+        &self,
+        batch_table: &BatchTable<'b, '_>,
         change: &'b RowChange,
         remote: &RemoteBatch<'_>,
         peers: &Peers,
     ) -> Result<Planned<'b>, ApplyError> {
-        let tbl = self.state.table_id(&table_changes.table)?;
-        let Some(table) = self.tables.get(&table_changes.table) else {
+        let (table_changes, tbl) = (batch_table.changes, batch_table.tbl);
+        let Some((table, columns, policy)) = &batch_table.here else {
             return Ok(park_plan(table_changes, change, tbl, ParkReason::SchemaMismatch));
         };
         let Some(key) = local_key(table, table_changes, change) else {
             return Ok(park_plan(table_changes, change, tbl, ParkReason::SchemaMismatch));
         };
-        // A table the state knows no row of (a new peer joining) needs no
-        // lookups: a batch never holds the same key twice.
-        let local = if self.empty_tables.contains(&tbl) { None } else { self.state.row(tbl, &key)? };
+        let local = if batch_table.may_know(&key) { self.state.row(tbl, &key)? } else { None };
         let (change, key, local) = self.follow_move(table, tbl, change, key, local, peers)?;
         let change_ref: &RowChange = &change;
-        if !self.policies.contains_key(&table.name) {
-            self.policies.insert(table.name.clone(), (self.policy_for)(&table.name));
-        }
-        let policy = &self.policies[&table.name];
         let user = self.user;
         let mut local_value =
             |i: usize| read_column(user, table, &key_values_local(table, table_changes, change_ref), i);
-        let decision =
-            merge::decide(table, table_changes, change_ref, local.as_ref(), remote, policy, peers, &mut local_value);
+        let decision = merge::decide(
+            table,
+            table_changes,
+            columns,
+            change_ref,
+            local.as_ref(),
+            remote,
+            policy,
+            peers,
+            &mut local_value,
+        );
         Ok(Planned { table: table_changes, change, tbl, key, local, decision })
     }
 
@@ -732,7 +779,7 @@ impl Applier<'_> {
                             return Ok(outcome);
                         }
                         let written =
-                            self.with_unique_clashes(table, p, remote, peers, &after, &mut outcome, || {
+                            self.with_unique_clashes(table, p, remote, peers, &after, None, &mut outcome, || {
                                 self.update_row(table, &key_values, columns)
                             })?;
                         if !written {
@@ -892,12 +939,13 @@ fn record(
 /// tables that others refer to first: a row made with a key another peer
 /// also made has found its place before the rows referring to that key
 /// arrive. Recovery after a crash counts changes in this same order.
-fn in_apply_order<'b>(body: &'b BatchBody, constraints: &Constraints) -> Vec<(&'b TableChanges, &'b RowChange)> {
-    let mut tables: Vec<&TableChanges> = body.tables.iter().collect();
-    tables.sort_by_key(|t| constraints.depth(&t.table));
+/// Each change comes with the index of its table in the batch.
+fn in_apply_order<'b>(body: &'b BatchBody, constraints: &Constraints) -> Vec<(usize, &'b RowChange)> {
+    let mut tables: Vec<(usize, &TableChanges)> = body.tables.iter().enumerate().collect();
+    tables.sort_by_key(|(_, t)| constraints.depth(&t.table));
     let is_delete = |c: &&RowChange| matches!(c.op, Op::Delete);
-    let deletes = tables.iter().rev().flat_map(|t| t.changes.iter().filter(is_delete).map(move |c| (*t, c)));
-    let others = tables.iter().flat_map(|t| t.changes.iter().filter(|c| !is_delete(c)).map(move |c| (*t, c)));
+    let deletes = tables.iter().rev().flat_map(|&(n, t)| t.changes.iter().filter(is_delete).map(move |c| (n, c)));
+    let others = tables.iter().flat_map(|&(n, t)| t.changes.iter().filter(|c| !is_delete(c)).map(move |c| (n, c)));
     deletes.chain(others).collect()
 }
 
@@ -1116,13 +1164,15 @@ pub fn recover_inflight(ap: &mut Applier<'_>, author_name: &str) -> Result<(), A
     let author = ap.state.peer_index(&inflight.peer_id)?;
     let peers = ap.peers();
     let remote = RemoteBatch { body: &body, author, author_name };
+    let mut tables = ap.batch_tables(&body)?;
+    ap.read_greatest_known(&mut tables)?;
     let flat = in_apply_order(&body, ap.constraints);
     let range = inflight.done as usize..(inflight.pending_end as usize).min(flat.len());
     let mut reached = Vec::new();
     for &(t, c) in &flat[range] {
-        let p = ap.plan(t, c, &remote, &peers)?;
-        let Some(table) = ap.tables.get(&t.table) else { continue };
-        let key = key_values_local(table, t, c);
+        let p = ap.plan(&tables[t], c, &remote, &peers)?;
+        let Some(table) = ap.tables.get(&tables[t].changes.table) else { continue };
+        let key = key_values_local(table, tables[t].changes, c);
         let now = read_row(ap.user, table, &key)?;
         let state = match (&p.decision.action, now) {
             (Action::Write { columns, .. }, Some(values))

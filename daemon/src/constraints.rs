@@ -9,7 +9,7 @@
 use crate::schema::quote_ident;
 use crate::value::Value;
 use rusqlite::{Connection, OptionalExtension};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A UNIQUE index (or constraint) other than the primary key, on plain
 /// columns. Expression and partial indexes are left to SQLite: a clash on
@@ -33,6 +33,9 @@ pub struct ForeignKey {
 pub struct Constraints {
     unique: BTreeMap<String, Vec<UniqueIndex>>,
     foreign_keys: Vec<ForeignKey>,
+    /// Tables whose definition has an `ON CONFLICT` clause: an INSERT
+    /// there may replace or skip a row holding its key instead of failing.
+    conflict_clauses: BTreeSet<String>,
 }
 
 impl Constraints {
@@ -48,12 +51,24 @@ impl Constraints {
         for table in &tables {
             out.unique.insert(table.clone(), unique_indexes(conn, table)?);
             out.foreign_keys.extend(foreign_keys(conn, table)?);
+            if declares_conflict_clause(conn, table)? {
+                out.conflict_clauses.insert(table.clone());
+            }
         }
         Ok(out)
     }
 
     pub fn unique(&self, table: &str) -> &[UniqueIndex] {
         self.unique.get(table).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// True when an INSERT into `table` fails on a row already holding its
+    /// key, whatever the key's values: the table has a primary key and no
+    /// conflict clause that would resolve the clash instead. (NULL keys
+    /// are the caller's to rule out: SQLite lets a non-integer primary key
+    /// hold several.)
+    pub fn insert_fails_on_taken_key(&self, table: &crate::schema::Table) -> bool {
+        table.has_primary_key && !self.conflict_clauses.contains(&table.name)
     }
 
     /// Foreign keys whose parent is `table`.
@@ -87,6 +102,18 @@ impl Constraints {
         }
         depth
     }
+}
+
+/// Whether the table's definition has an `ON CONFLICT` clause anywhere,
+/// read from its text: a column named "conflict" only makes this answer
+/// yes needlessly.
+fn declares_conflict_clause(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    let sql: Option<String> = conn
+        .prepare("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1")?
+        .query_row([table], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(sql.is_some_and(|s| s.to_ascii_uppercase().contains("CONFLICT")))
 }
 
 fn unique_indexes(conn: &Connection, table: &str) -> rusqlite::Result<Vec<UniqueIndex>> {

@@ -305,8 +305,6 @@ impl Engine {
             policy_for,
             peer_names: &self.peer_names,
             self_peer,
-            policies: HashMap::new(),
-            empty_tables: Default::default(),
             last_sql: Default::default(),
             constraints,
         })
