@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 const WRITE_TIME: Duration = Duration::from_millis(100);
 /// Changes decided and recorded together: fewer, larger state commits.
 const CHUNK_MAX_CHANGES: usize = 20_000;
+/// Outcomes handed to the recording thread at a time: one message per
+/// outcome would cost as much as recording it.
+const RECORD_BATCH: usize = 256;
 /// Why a remote row waits when a row made here holds its key.
 const KEY_TAKEN: &str = "a row with this key was added here since the last capture";
 
@@ -40,6 +43,10 @@ pub enum ApplyError {
     Sqlite(#[from] rusqlite::Error),
     #[error("a parked change does not decode: {0}")]
     BadParked(String),
+    /// The other half of a chunk's write-and-record stopped (its own error
+    /// is the one reported).
+    #[error("the chunk was neither written nor recorded in full")]
+    Unfinished,
 }
 
 /// Counts of one apply.
@@ -116,6 +123,16 @@ pub struct Applier<'a> {
     pub last_sql: std::cell::RefCell<Option<(SqlKey, rusqlite::Statement<'a>)>>,
     /// The application's UNIQUE indexes and foreign keys.
     pub constraints: &'a Constraints,
+    /// A second connection to the state: a thread records a chunk's
+    /// outcomes through it while the user's database is being written.
+    pub recorder: std::cell::RefCell<&'a mut State>,
+}
+
+/// What the recording thread receives.
+enum ToRecord {
+    Outcomes(Vec<Outcome>),
+    /// The user's database committed every write of the chunk.
+    UserCommitted,
 }
 
 /// What a built statement depends on.
@@ -565,11 +582,7 @@ impl<'a> Applier<'a> {
             if let Origin::Batch { .. } = origin {
                 self.state.transaction(|s| s.set_inflight_progress(chunk_start as u64, done as u64))?;
             }
-            let outcomes = self.write_chunk(&planned, &remote, &peers)?;
-            self.state.transaction(|s| -> Result<(), ApplyError> {
-                for o in &outcomes {
-                    record(s, o, &remote, author_name, &mut stats)?;
-                }
+            let finish = |s: &mut State| -> Result<(), ApplyError> {
                 match origin {
                     Origin::Batch { seq } => {
                         if is_last {
@@ -583,7 +596,8 @@ impl<'a> Applier<'a> {
                     Origin::Parked { .. } => {}
                 }
                 Ok(())
-            })?;
+            };
+            stats += self.write_and_record(&planned, &remote, &peers, author_id, finish)?;
             if is_last {
                 return Ok(stats);
             }
@@ -670,23 +684,83 @@ impl<'a> Applier<'a> {
         Ok((Cow::Owned(RowChange { key: key_values, op: change.op.clone(), born: change.born }), moved, local))
     }
 
-    fn write_chunk(
-        &mut self,
+    /// Writes a chunk to the user's database while a second thread records
+    /// its outcomes in the state, then `finish`es the record. The record
+    /// commits only once the user's database has: a crash in between
+    /// leaves the chunk pending for [`recover_inflight`], exactly as when
+    /// the two ran one after the other.
+    fn write_and_record(
+        &self,
         planned: &[Planned<'_>],
         remote: &RemoteBatch<'_>,
         peers: &Peers,
-    ) -> Result<Vec<Outcome>, ApplyError> {
+        author_id: &str,
+        finish: impl FnOnce(&mut State) -> Result<(), ApplyError> + Send,
+    ) -> Result<ApplyStats, ApplyError> {
+        let mut recorder = self.recorder.borrow_mut();
+        let recorder: &mut State = &mut recorder;
+        std::thread::scope(|scope| {
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<ToRecord>(planned.len() / RECORD_BATCH + 2);
+            let recording = scope.spawn(move || {
+                recorder.transaction(|s| -> Result<ApplyStats, ApplyError> {
+                    let mut stats = ApplyStats::default();
+                    for message in receiver {
+                        match message {
+                            ToRecord::Outcomes(outcomes) => {
+                                for o in &outcomes {
+                                    record(s, o, remote, author_id, &mut stats)?;
+                                }
+                            }
+                            ToRecord::UserCommitted => {
+                                finish(s)?;
+                                return Ok(stats);
+                            }
+                        }
+                    }
+                    Err(ApplyError::Unfinished)
+                })
+            });
+            let send = |message| sender.send(message).map_err(|_| ApplyError::Unfinished);
+            let mut outcomes = Vec::with_capacity(RECORD_BATCH);
+            let written = self
+                .write_chunk(planned, remote, peers, |o| {
+                    outcomes.push(o);
+                    if outcomes.len() < RECORD_BATCH {
+                        return Ok(());
+                    }
+                    send(ToRecord::Outcomes(std::mem::replace(&mut outcomes, Vec::with_capacity(RECORD_BATCH))))
+                })
+                .and_then(|()| send(ToRecord::Outcomes(outcomes)))
+                .and_then(|()| send(ToRecord::UserCommitted));
+            drop(sender);
+            let recorded = recording.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            match written {
+                Ok(()) => recorded,
+                Err(ApplyError::Unfinished) => recorded.and(Err(ApplyError::Unfinished)),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// Carries a chunk out on the user's database in write transactions of
+    /// at most [`WRITE_TIME`], handing each outcome to `deliver`.
+    fn write_chunk(
+        &self,
+        planned: &[Planned<'_>],
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+        mut deliver: impl FnMut(Outcome) -> Result<(), ApplyError>,
+    ) -> Result<(), ApplyError> {
         let needs_write = planned.iter().any(|p| {
             matches!(p.decision.action, Action::Write { .. } | Action::Delete | Action::MoveLocalAndInsert { .. })
         });
-        let mut outcomes = Vec::with_capacity(planned.len());
         if needs_write {
             self.user.execute_batch("BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON;")?;
         }
         let result = (|| -> Result<(), ApplyError> {
             let mut began = Instant::now();
             for p in planned {
-                outcomes.push(self.carry_out(p, remote, peers)?);
+                deliver(self.carry_out(p, remote, peers)?)?;
                 if needs_write && began.elapsed() > WRITE_TIME {
                     // Let the application in; the chunk stays pending in
                     // the state until all of it is recorded.
@@ -712,7 +786,7 @@ impl<'a> Applier<'a> {
         } else {
             result?;
         }
-        Ok(outcomes)
+        Ok(())
     }
 
     fn carry_out(&self, p: &Planned<'_>, remote: &RemoteBatch<'_>, peers: &Peers) -> Result<Outcome, ApplyError> {
@@ -880,7 +954,7 @@ fn record(
     s: &mut State,
     o: &Outcome,
     remote: &RemoteBatch<'_>,
-    author_name: &str,
+    author_id: &str,
     stats: &mut ApplyStats,
 ) -> Result<(), ApplyError> {
     let free = RowState { hash: 0, deleted: Some(Version::default()), cols: Vec::new() };
@@ -911,17 +985,16 @@ fn record(
             stats.needs_capture = true;
         }
         Record::Park { table, reason, detail } => {
-            let author_id = s.peer_id(remote.author).to_string();
             let parked = ParkedChange {
-                author_id: author_id.clone(),
-                author_name: author_name.to_string(),
+                author_id: author_id.to_string(),
+                author_name: remote.author_name.to_string(),
                 reason: detail.clone(),
                 retried_every_cycle: reason.retried_every_cycle(),
                 clock: remote.body.clock,
                 seen: remote.body.seen.clone(),
                 table: table.clone(),
             };
-            s.park(&author_id, 0, &table.table, &syncd_proto::encode(&parked), detail)?;
+            s.park(author_id, 0, &table.table, &syncd_proto::encode(&parked), detail)?;
             stats.parked += 1;
         }
     }

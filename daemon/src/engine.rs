@@ -84,6 +84,9 @@ pub struct Engine {
     hub: Arc<dyn Hub>,
     user: Connection,
     state: State,
+    /// A second connection to the state, opened at the first apply: apply
+    /// records through it while writing the user's database.
+    recorder: Option<State>,
     state_path: PathBuf,
     hlc: Hlc,
     exclusions: Exclusions,
@@ -164,6 +167,7 @@ impl Engine {
             hub,
             user,
             state,
+            recorder: None,
             state_path,
             hlc,
             data_version: None,
@@ -298,6 +302,13 @@ impl Engine {
             self.constraints = Some((schema_version, Constraints::read(&self.user)?));
         }
         let constraints = &self.constraints.as_ref().expect("just read").1;
+        if self.recorder.is_none() {
+            let recorder = State::open(&self.state_path)?;
+            // Only applied changes are recorded through it: a commit lost
+            // to a power cut is redone from the batch.
+            recorder.set_durable(false)?;
+            self.recorder = Some(recorder);
+        }
         Ok(Applier {
             user: &self.user,
             state: &mut self.state,
@@ -307,6 +318,7 @@ impl Engine {
             self_peer,
             last_sql: Default::default(),
             constraints,
+            recorder: std::cell::RefCell::new(self.recorder.as_mut().expect("just opened")),
         })
     }
 
