@@ -77,6 +77,36 @@ pub struct Health {
     pub skipped: BTreeMap<String, String>,
 }
 
+/// A change batch read from the hub, or why it cannot be applied.
+enum Fetched {
+    /// Gone since it was listed.
+    Missing,
+    /// Damaged or unreadable: skipped, and reported with this reason.
+    Unusable(String),
+    Batch {
+        header: Box<container::Header>,
+        body_bytes: Vec<u8>,
+        body: BatchBody,
+    },
+}
+
+fn fetch_batch(hub: &dyn Hub, path: &str, database: &str, peer: &str, seq: u64) -> Result<Fetched, HubError> {
+    let bytes = match hub.get(path) {
+        Ok(b) => b,
+        Err(HubError::NotFound(_)) => return Ok(Fetched::Missing),
+        Err(e) => return Err(e),
+    };
+    let expect = Expect { kind: FileKind::Batch, database, peer_id: Some(peer), seq: Some(seq) };
+    let (header, body_bytes) = match container::decode(&bytes, &expect) {
+        Ok(x) => x,
+        Err(e) => return Ok(Fetched::Unusable(e.to_string())),
+    };
+    Ok(match BatchBody::decode(&body_bytes) {
+        Ok(body) => Fetched::Batch { header: Box::new(header), body_bytes, body },
+        Err(e) => Fetched::Unusable(e.to_string()),
+    })
+}
+
 /// One synced database on this peer.
 pub struct Engine {
     pub config: DatabaseConfig,
@@ -458,7 +488,11 @@ impl Engine {
         }
         let mut expected = cursor.seq + 1;
         let mut blocked = false;
-        for entry in entries {
+        // The next batch is read and decoded on a helper thread while this
+        // one applies.
+        let mut ahead: Option<(u64, std::thread::JoinHandle<Result<Fetched, HubError>>)> = None;
+        let mut entries = entries.into_iter().peekable();
+        while let Some(entry) = entries.next() {
             let path = format!("{dir}/{}", entry.name);
             let seq = match names::classify(&entry.name) {
                 NameKind::Batch(seq) => seq,
@@ -491,36 +525,32 @@ impl Engine {
                 self.skip(report, missing, format!("missing; batch {seq} waits for it"));
                 continue;
             }
-            let bytes = match self.hub.get(&path) {
-                Ok(b) => b,
-                Err(HubError::NotFound(_)) => {
+            let fetched = match ahead.take() {
+                Some((s, reading)) if s == seq => reading.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
+                _ => fetch_batch(&*self.hub, &path, &self.config.name, peer, seq)?,
+            };
+            let (header, body_bytes, body) = match fetched {
+                Fetched::Missing => {
                     blocked = true;
                     continue;
                 }
-                Err(e) => return Err(e.into()),
-            };
-            let expect =
-                Expect { kind: FileKind::Batch, database: &self.config.name, peer_id: Some(peer), seq: Some(seq) };
-            let (header, body_bytes) = match container::decode(&bytes, &expect) {
-                Ok(x) => x,
-                Err(e) => {
+                Fetched::Unusable(why) => {
                     blocked = true;
                     report.pending_remote += 1;
                     still_skipped.insert(path.clone());
-                    self.skip(report, path, e.to_string());
+                    self.skip(report, path, why);
                     continue;
                 }
+                Fetched::Batch { header, body_bytes, body } => (header, body_bytes, body),
             };
-            let body = match BatchBody::decode(&body_bytes) {
-                Ok(b) => b,
-                Err(e) => {
-                    blocked = true;
-                    report.pending_remote += 1;
-                    still_skipped.insert(path.clone());
-                    self.skip(report, path, e.to_string());
-                    continue;
-                }
-            };
+            if let Some(next) = entries.peek()
+                && names::classify(&next.name) == NameKind::Batch(seq + 1)
+            {
+                let (hub, path) = (self.hub.clone(), format!("{dir}/{}", next.name));
+                let (database, peer) = (self.config.name.clone(), peer.to_string());
+                let reading = std::thread::spawn(move || fetch_batch(&*hub, &path, &database, &peer, seq + 1));
+                ahead = Some((seq + 1, reading));
+            }
             self.peer_names.insert(peer.to_string(), header.peer_name.clone());
             let span = info_span!("apply", peer = %header.peer_name, seq);
             let _g = span.enter();
