@@ -22,7 +22,7 @@ use crate::state::{self, ColState, Conflict, Cursor, RowState, State, Version};
 use crate::value::{self, Value};
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -281,9 +281,10 @@ impl<'a> Applier<'a> {
             outcome.record = park_record(p, ParkReason::ParentMissing, detail);
             return Ok(outcome);
         }
-        let mut image = vec![Value::Null; table.columns.len()];
+        let null = Value::Null;
+        let mut image = vec![&null; table.columns.len()];
         for (i, v) in columns {
-            image[*i] = v.clone();
+            image[*i] = v;
         }
         // A row added here at this key since the last capture usually makes
         // the INSERT fail, and is looked for only then.
@@ -300,13 +301,12 @@ impl<'a> Applier<'a> {
         if !written {
             return Ok(outcome);
         }
-        let after = if columns.len() == table.columns.len() {
-            image
-        } else {
-            read_row(self.user, table, key_values)?.unwrap_or_default()
-        };
         let mut state = p.decision.new_state.clone().expect("write has a state");
-        complete_state(table, &after, &mut state);
+        if columns.len() == table.columns.len() {
+            complete_state(table, &image, &mut state);
+        } else {
+            complete_state(table, &read_row(self.user, table, key_values)?.unwrap_or_default(), &mut state);
+        }
         outcome.record = Record::Put(state);
         for note in &p.decision.conflicts {
             outcome.conflicts.push(conflict_from(note, table, p, None, remote, peers));
@@ -330,7 +330,7 @@ impl<'a> Applier<'a> {
         p: &Planned<'_>,
         remote: &RemoteBatch<'_>,
         peers: &Peers,
-        after: &[Value],
+        after: &[&Value],
         inserting_at: Option<&[Value]>,
         outcome: &mut Outcome,
         write: impl Fn() -> rusqlite::Result<()>,
@@ -369,7 +369,8 @@ impl<'a> Applier<'a> {
             };
             let reason =
                 format!("UNIQUE({}): the same value here and at a peer; the older row stays", columns.join(", "));
-            let remote_image = image_json(table.columns.iter().map(|c| c.name.clone()).zip(after.iter().cloned()));
+            let remote_image =
+                image_json(table.columns.iter().map(|c| c.name.clone()).zip(after.iter().map(|v| (*v).clone())));
             let local_image = image_json(table.columns.iter().map(|c| c.name.clone()).zip(local.iter().cloned()));
             if merge::compare_versions(ours, theirs, peers) == std::cmp::Ordering::Less {
                 outcome.conflicts.push(clash_conflict(
@@ -385,7 +386,7 @@ impl<'a> Applier<'a> {
             }
             if table.key.len() == 1 {
                 let key_column = &table.columns[table.key[0]].name;
-                let winner_key = &after[table.key[0]];
+                let winner_key = after[table.key[0]];
                 constraints::repoint_children(
                     self.user,
                     self.constraints,
@@ -445,15 +446,15 @@ impl<'a> Applier<'a> {
 
     /// The other row holding a value of a UNIQUE index that `after` needs:
     /// the index's columns and that row.
-    fn unique_clash(&self, table: &Table, after: &[Value]) -> rusqlite::Result<Option<(Vec<String>, Vec<Value>)>> {
+    fn unique_clash(&self, table: &Table, after: &[&Value]) -> rusqlite::Result<Option<(Vec<String>, Vec<Value>)>> {
         for index in self.constraints.unique(&table.name) {
             let values: Option<Vec<&Value>> =
-                index.columns.iter().map(|c| table.column_index(c).map(|i| &after[i])).collect();
+                index.columns.iter().map(|c| table.column_index(c).map(|i| after[i])).collect();
             let Some(values) = values else { continue };
             if values.iter().any(|v| matches!(v, Value::Null)) {
                 continue;
             }
-            let key: Vec<&Value> = table.key.iter().map(|&k| &after[k]).collect();
+            let key: Vec<&Value> = table.key.iter().map(|&k| after[k]).collect();
             let sql = format!(
                 "SELECT {} FROM main.{} WHERE {} AND NOT ({}) LIMIT 1",
                 table.select_list(),
@@ -572,7 +573,7 @@ impl<'a> Applier<'a> {
         loop {
             let chunk_start = done;
             self.read_greatest_known(&mut tables)?;
-            let mut planned = Vec::new();
+            let mut planned = Vec::with_capacity(CHUNK_MAX_CHANGES.min(flat.len() - done));
             while done < flat.len() && planned.len() < CHUNK_MAX_CHANGES {
                 let (t, c) = flat[done];
                 planned.push(self.plan(&tables[t], c, &remote, &peers)?);
@@ -701,7 +702,7 @@ impl<'a> Applier<'a> {
         let recorder: &mut State = &mut recorder;
         std::thread::scope(|scope| {
             let (sender, receiver) = std::sync::mpsc::sync_channel::<ToRecord>(planned.len() / RECORD_BATCH + 2);
-            let recording = scope.spawn(move || {
+            let recording = std::thread::Builder::new().name("syncd-record".into()).spawn_scoped(scope, move || {
                 recorder.transaction(|s| -> Result<ApplyStats, ApplyError> {
                     let mut stats = ApplyStats::default();
                     for message in receiver {
@@ -720,6 +721,8 @@ impl<'a> Applier<'a> {
                     Err(ApplyError::Unfinished)
                 })
             });
+            // As `scope.spawn` would, only named for profilers.
+            let recording = recording.expect("a thread starts");
             let send = |message| sender.send(message).map_err(|_| ApplyError::Unfinished);
             let mut outcomes = Vec::with_capacity(RECORD_BATCH);
             let written = self
@@ -844,9 +847,9 @@ impl<'a> Applier<'a> {
                 let known_hash = p.local.as_ref().map(|l| l.hash);
                 match current {
                     Some(values) if Some(row_hash(table, &values)) == known_hash => {
-                        let mut after = values.clone();
+                        let mut after: Vec<&Value> = values.iter().collect();
                         for (i, v) in columns {
-                            after[*i] = v.clone();
+                            after[*i] = v;
                         }
                         if let Some(detail) = self.missing_parent(table, columns)? {
                             outcome.record = park(ParkReason::ParentMissing, detail);
@@ -1072,18 +1075,18 @@ fn local_key(table: &Table, t: &TableChanges, c: &RowChange) -> Option<Vec<u8>> 
 }
 
 /// The row hash capture would compute for these local values.
-pub fn row_hash(table: &Table, values: &[Value]) -> u64 {
-    value::hash_row(table.hash_order.iter().map(|&(i, n)| (n, value::hash_value(values[i].as_ref()))))
+pub fn row_hash<V: Borrow<Value>>(table: &Table, values: &[V]) -> u64 {
+    value::hash_row(table.hash_order.iter().map(|&(i, n)| (n, value::hash_value(values[i].borrow().as_ref()))))
 }
 
 /// Sets the row hash and gives every local column a column state, so the
 /// next capture sees exactly what was written and echoes nothing.
-fn complete_state(table: &Table, values: &[Value], state: &mut RowState) {
+fn complete_state<V: Borrow<Value>>(table: &Table, values: &[V], state: &mut RowState) {
     if values.len() != table.columns.len() {
         return;
     }
     for &(i, name_hash) in &table.hash_order {
-        let value_hash = value::hash_value(values[i].as_ref());
+        let value_hash = value::hash_value(values[i].borrow().as_ref());
         match state.cols.iter_mut().find(|c| c.name_hash == name_hash) {
             // The key's state is the row's birth (see merge), not its value.
             Some(_) if table.key.contains(&i) => {}
