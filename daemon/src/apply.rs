@@ -1085,18 +1085,20 @@ fn complete_state<V: Borrow<Value>>(table: &Table, values: &[V], state: &mut Row
     if values.len() != table.columns.len() {
         return;
     }
-    for &(i, name_hash) in &table.hash_order {
+    // The row hash is made of the same value hashes, taken as they go by.
+    let cols = &mut state.cols;
+    state.hash = value::hash_row(table.hash_order.iter().map(|&(i, name_hash)| {
         let value_hash = value::hash_value(values[i].borrow().as_ref());
-        match state.cols.iter_mut().find(|c| c.name_hash == name_hash) {
+        match cols.iter_mut().find(|c| c.name_hash == name_hash) {
             // The key's state is the row's birth (see merge), not its value.
             Some(_) if table.key.contains(&i) => {}
             Some(c) => c.value_hash = value_hash,
             // A column only this peer has: its value is the local default,
             // older than any edit.
-            None => state.cols.push(ColState { name_hash, value_hash, version: Version { clock: 0, peer: 0 } }),
+            None => cols.push(ColState { name_hash, value_hash, version: Version { clock: 0, peer: 0 } }),
         }
-    }
-    state.hash = row_hash(table, values);
+        (name_hash, value_hash)
+    }));
 }
 
 pub fn read_row(user: &Connection, table: &Table, key: &[Value]) -> rusqlite::Result<Option<Vec<Value>>> {

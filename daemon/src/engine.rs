@@ -337,6 +337,9 @@ impl Engine {
             // Only applied changes are recorded through it: a commit lost
             // to a power cut is redone from the batch.
             recorder.set_durable(false)?;
+            // A chunk's rows fit in memory until they commit: the default
+            // cache (2 MB) would spill them to the WAL and read them back.
+            recorder.connection().pragma_update(None, "cache_size", -16 * 1024)?;
             self.recorder = Some(recorder);
         }
         Ok(Applier {
