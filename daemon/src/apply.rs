@@ -16,13 +16,13 @@
 use crate::batch::{BatchBody, Born, Op, RowChange, Seen, TableChanges};
 use crate::config::Policy;
 use crate::constraints::{self, Constraints};
-use crate::merge::{self, Action, ConflictNote, Decision, Loser, ParkReason, PeerBook, RemoteBatch};
+use crate::merge::{self, Action, ColumnMap, ConflictNote, Decision, Loser, ParkReason, PeerBook, RemoteBatch};
 use crate::schema::{Table, quote_ident};
 use crate::state::{self, ColState, Conflict, Cursor, RowState, State, Version};
 use crate::value::{self, Value};
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,11 @@ use std::time::{Duration, Instant};
 const WRITE_TIME: Duration = Duration::from_millis(100);
 /// Changes decided and recorded together: fewer, larger state commits.
 const CHUNK_MAX_CHANGES: usize = 20_000;
+/// Outcomes handed to the recording thread at a time: one message per
+/// outcome would cost as much as recording it.
+const RECORD_BATCH: usize = 256;
+/// Why a remote row waits when a row made here holds its key.
+const KEY_TAKEN: &str = "a row with this key was added here since the last capture";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -38,6 +43,10 @@ pub enum ApplyError {
     Sqlite(#[from] rusqlite::Error),
     #[error("a parked change does not decode: {0}")]
     BadParked(String),
+    /// The other half of a chunk's write-and-record stopped (its own error
+    /// is the one reported).
+    #[error("the chunk was neither written nor recorded in full")]
+    Unfinished,
 }
 
 /// Counts of one apply.
@@ -109,14 +118,21 @@ pub struct Applier<'a> {
     pub policy_for: &'a dyn Fn(&str) -> Policy,
     pub peer_names: &'a HashMap<String, String>,
     pub self_peer: u32,
-    /// Parsed policies by table, and the last statement built: consecutive
-    /// changes of a batch hit the same table and columns.
-    pub policies: HashMap<String, Policy>,
-    /// State tables with no rows when the current batch started.
-    pub empty_tables: std::collections::HashSet<i64>,
+    /// The last statement built: consecutive changes of a batch hit the
+    /// same table and columns.
     pub last_sql: std::cell::RefCell<Option<(SqlKey, rusqlite::Statement<'a>)>>,
     /// The application's UNIQUE indexes and foreign keys.
     pub constraints: &'a Constraints,
+    /// A second connection to the state: a thread records a chunk's
+    /// outcomes through it while the user's database is being written.
+    pub recorder: std::cell::RefCell<&'a mut State>,
+}
+
+/// What the recording thread receives.
+enum ToRecord {
+    Outcomes(Vec<Outcome>),
+    /// The user's database committed every write of the chunk.
+    UserCommitted,
 }
 
 /// What a built statement depends on.
@@ -133,6 +149,26 @@ pub enum Origin {
     Batch { seq: u64 },
     /// A parked change retried: it leaves the parked list when it is done.
     Parked { id: i64 },
+}
+
+/// A table of a batch, with what planning its changes needs worked out
+/// once for all of them.
+struct BatchTable<'b, 't> {
+    changes: &'b TableChanges,
+    tbl: i64,
+    /// The table here, where the batch's columns are in it, and its policy;
+    /// `None` when there is no such table here.
+    here: Option<(&'t Table, ColumnMap, Policy)>,
+    /// The greatest key the state knows in this table, read before each
+    /// chunk is planned: no key above it needs looking up (a new peer
+    /// catching up receives rows in key order, all above it).
+    greatest_known: Option<Vec<u8>>,
+}
+
+impl BatchTable<'_, '_> {
+    fn may_know(&self, key: &[u8]) -> bool {
+        self.greatest_known.as_deref().is_some_and(|g| key <= g)
+    }
 }
 
 struct Planned<'b> {
@@ -177,7 +213,7 @@ enum Record {
     },
 }
 
-impl Applier<'_> {
+impl<'a> Applier<'a> {
     /// Runs the statement `build` makes for (kind, table, columns),
     /// preparing it only when the previous change needed a different one:
     /// consecutive changes of a batch almost always share it.
@@ -245,30 +281,32 @@ impl Applier<'_> {
             outcome.record = park_record(p, ParkReason::ParentMissing, detail);
             return Ok(outcome);
         }
-        let mut image = vec![Value::Null; table.columns.len()];
+        let null = Value::Null;
+        let mut image = vec![&null; table.columns.len()];
         for (i, v) in columns {
-            image[*i] = v.clone();
+            image[*i] = v;
         }
-        if read_row(self.user, table, key_values)?.is_some() {
-            outcome.record = park_record(
-                p,
-                ParkReason::LocalEditPending,
-                "a row with this key was added here since the last capture".into(),
-            );
+        // A row added here at this key since the last capture usually makes
+        // the INSERT fail, and is looked for only then.
+        let key_taken_fails =
+            self.constraints.insert_fails_on_taken_key(table) && !key_values.iter().any(|v| matches!(v, Value::Null));
+        if !key_taken_fails && read_row(self.user, table, key_values)?.is_some() {
+            outcome.record = park_record(p, ParkReason::LocalEditPending, KEY_TAKEN.into());
             return Ok(outcome);
         }
-        let written = self
-            .with_unique_clashes(table, p, remote, peers, &image, &mut outcome, || self.insert_row(table, columns))?;
+        let written =
+            self.with_unique_clashes(table, p, remote, peers, &image, Some(key_values), &mut outcome, || {
+                self.insert_row(table, columns)
+            })?;
         if !written {
             return Ok(outcome);
         }
-        let after = if columns.len() == table.columns.len() {
-            image
-        } else {
-            read_row(self.user, table, key_values)?.unwrap_or_default()
-        };
         let mut state = p.decision.new_state.clone().expect("write has a state");
-        complete_state(table, &after, &mut state);
+        if columns.len() == table.columns.len() {
+            complete_state(table, &image, &mut state);
+        } else {
+            complete_state(table, &read_row(self.user, table, key_values)?.unwrap_or_default(), &mut state);
+        }
         outcome.record = Record::Put(state);
         for note in &p.decision.conflicts {
             outcome.conflicts.push(conflict_from(note, table, p, None, remote, peers));
@@ -281,7 +319,9 @@ impl Applier<'_> {
     /// one whose value is older stays, on every peer alike, and the other is
     /// kept in the conflict log. A local row that loses is deleted (capture
     /// publishes that) after the rows referring to it are pointed at the
-    /// winner, the same thing by that index. False: nothing was written and
+    /// winner, the same thing by that index. An insert (`inserting_at` its
+    /// key) that fails because a row added here since the last capture has
+    /// its key waits for the next capture. False: nothing was written and
     /// `outcome` says why.
     #[allow(clippy::too_many_arguments)] // the change, its origin and where it goes
     fn with_unique_clashes(
@@ -290,7 +330,8 @@ impl Applier<'_> {
         p: &Planned<'_>,
         remote: &RemoteBatch<'_>,
         peers: &Peers,
-        after: &[Value],
+        after: &[&Value],
+        inserting_at: Option<&[Value]>,
         outcome: &mut Outcome,
         write: impl Fn() -> rusqlite::Result<()>,
     ) -> Result<bool, ApplyError> {
@@ -303,7 +344,12 @@ impl Applier<'_> {
                 return match write() {
                     Ok(()) => Ok(true),
                     Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == ErrorCode::ConstraintViolation => {
-                        outcome.record = park_record(p, ParkReason::Refused, msg.unwrap_or_else(|| e.to_string()));
+                        outcome.record = match inserting_at {
+                            Some(key) if read_row(self.user, table, key)?.is_some() => {
+                                park_record(p, ParkReason::LocalEditPending, KEY_TAKEN.into())
+                            }
+                            _ => park_record(p, ParkReason::Refused, msg.unwrap_or_else(|| e.to_string())),
+                        };
                         Ok(false)
                     }
                     Err(e) => Err(e.into()),
@@ -324,7 +370,8 @@ impl Applier<'_> {
             };
             let reason =
                 format!("UNIQUE({}): the same value here and at a peer; the older row stays", columns.join(", "));
-            let remote_image = image_json(table.columns.iter().map(|c| c.name.clone()).zip(after.iter().cloned()));
+            let remote_image =
+                image_json(table.columns.iter().map(|c| c.name.clone()).zip(after.iter().map(|v| (*v).clone())));
             let local_image = image_json(table.columns.iter().map(|c| c.name.clone()).zip(local.iter().cloned()));
             if merge::compare_versions(ours, theirs, peers) == std::cmp::Ordering::Less {
                 outcome.conflicts.push(clash_conflict(
@@ -340,7 +387,7 @@ impl Applier<'_> {
             }
             if table.key.len() == 1 {
                 let key_column = &table.columns[table.key[0]].name;
-                let winner_key = &after[table.key[0]];
+                let winner_key = after[table.key[0]];
                 constraints::repoint_children(
                     self.user,
                     self.constraints,
@@ -400,15 +447,15 @@ impl Applier<'_> {
 
     /// The other row holding a value of a UNIQUE index that `after` needs:
     /// the index's columns and that row.
-    fn unique_clash(&self, table: &Table, after: &[Value]) -> rusqlite::Result<Option<(Vec<String>, Vec<Value>)>> {
+    fn unique_clash(&self, table: &Table, after: &[&Value]) -> rusqlite::Result<Option<(Vec<String>, Vec<Value>)>> {
         for index in self.constraints.unique(&table.name) {
             let values: Option<Vec<&Value>> =
-                index.columns.iter().map(|c| table.column_index(c).map(|i| &after[i])).collect();
+                index.columns.iter().map(|c| table.column_index(c).map(|i| after[i])).collect();
             let Some(values) = values else { continue };
             if values.iter().any(|v| matches!(v, Value::Null)) {
                 continue;
             }
-            let key: Vec<&Value> = table.key.iter().map(|&k| &after[k]).collect();
+            let key: Vec<&Value> = table.key.iter().map(|&k| after[k]).collect();
             let sql = format!(
                 "SELECT {} FROM main.{} WHERE {} AND NOT ({}) LIMIT 1",
                 table.select_list(),
@@ -520,35 +567,24 @@ impl Applier<'_> {
         }
         let peers = self.peers();
         let remote = RemoteBatch { body, author, author_name };
-        self.empty_tables.clear();
-        if let Origin::Batch { .. } = origin {
-            for t in &body.tables {
-                let tbl = self.state.table_id(&t.table)?;
-                if !self.state.has_rows(tbl)? {
-                    self.empty_tables.insert(tbl);
-                }
-            }
-        }
+        let mut tables = self.batch_tables(body)?;
         let flat = in_apply_order(body, self.constraints);
         let mut stats = ApplyStats::default();
         let mut done = start.min(flat.len());
         loop {
             let chunk_start = done;
-            let mut planned = Vec::new();
+            self.read_greatest_known(&mut tables)?;
+            let mut planned = Vec::with_capacity(CHUNK_MAX_CHANGES.min(flat.len() - done));
             while done < flat.len() && planned.len() < CHUNK_MAX_CHANGES {
                 let (t, c) = flat[done];
-                planned.push(self.plan(t, c, &remote, &peers)?);
+                planned.push(self.plan(&tables[t], c, &remote, &peers)?);
                 done += 1;
             }
             let is_last = done >= flat.len();
             if let Origin::Batch { .. } = origin {
                 self.state.transaction(|s| s.set_inflight_progress(chunk_start as u64, done as u64))?;
             }
-            let outcomes = self.write_chunk(&planned, &remote, &peers)?;
-            self.state.transaction(|s| -> Result<(), ApplyError> {
-                for o in &outcomes {
-                    record(s, o, &remote, author_name, &mut stats)?;
-                }
+            let finish = |s: &mut State| -> Result<(), ApplyError> {
                 match origin {
                     Origin::Batch { seq } => {
                         if is_last {
@@ -562,45 +598,70 @@ impl Applier<'_> {
                     Origin::Parked { .. } => {}
                 }
                 Ok(())
-            })?;
+            };
+            stats += self.write_and_record(&planned, &remote, &peers, author_id, finish)?;
             if is_last {
                 return Ok(stats);
             }
         }
     }
 
+    /// The tables of a batch, in batch order.
+    fn batch_tables<'b>(&mut self, body: &'b BatchBody) -> Result<Vec<BatchTable<'b, 'a>>, ApplyError> {
+        let tables: &'a BTreeMap<String, Table> = self.tables;
+        body.tables
+            .iter()
+            .map(|changes| {
+                let here = tables
+                    .get(&changes.table)
+                    .map(|table| (table, ColumnMap::new(table, changes), (self.policy_for)(&table.name)));
+                Ok(BatchTable { changes, tbl: self.state.table_id(&changes.table)?, here, greatest_known: None })
+            })
+            .collect()
+    }
+
+    fn read_greatest_known(&self, tables: &mut [BatchTable<'_, '_>]) -> Result<(), ApplyError> {
+        for t in tables {
+            t.greatest_known = self.state.greatest_key(t.tbl)?;
+        }
+        Ok(())
+    }
+
     fn plan<'b>(
-        &mut self,
-        table_changes: &'b TableChanges,
+        &self,
+        batch_table: &BatchTable<'b, '_>,
         change: &'b RowChange,
         remote: &RemoteBatch<'_>,
         peers: &Peers,
     ) -> Result<Planned<'b>, ApplyError> {
-        let tbl = self.state.table_id(&table_changes.table)?;
-        let Some(table) = self.tables.get(&table_changes.table) else {
+        let (table_changes, tbl) = (batch_table.changes, batch_table.tbl);
+        let Some((table, columns, policy)) = &batch_table.here else {
             return Ok(park_plan(table_changes, change, tbl, ParkReason::SchemaMismatch));
         };
         let Some(key) = local_key(table, table_changes, change) else {
             return Ok(park_plan(table_changes, change, tbl, ParkReason::SchemaMismatch));
         };
-        // A table the state knows no row of (a new peer joining) needs no
-        // lookups: a batch never holds the same key twice.
-        let local = if self.empty_tables.contains(&tbl) { None } else { self.state.row(tbl, &key)? };
+        let local = if batch_table.may_know(&key) { self.state.row(tbl, &key)? } else { None };
         let (change, key, local) = self.follow_move(table, tbl, change, key, local, peers)?;
         if local.is_some() && self.moved_elsewhere(table, tbl, &change, &key, remote, peers)? {
             let decision = Decision { action: Action::Skip, new_state: None, conflicts: Vec::new() };
             return Ok(Planned { table: table_changes, change, tbl, key, local, decision });
         }
         let change_ref: &RowChange = &change;
-        if !self.policies.contains_key(&table.name) {
-            self.policies.insert(table.name.clone(), (self.policy_for)(&table.name));
-        }
-        let policy = &self.policies[&table.name];
         let user = self.user;
         let mut local_value =
             |i: usize| read_column(user, table, &key_values_local(table, table_changes, change_ref), i);
-        let decision =
-            merge::decide(table, table_changes, change_ref, local.as_ref(), remote, policy, peers, &mut local_value);
+        let decision = merge::decide(
+            table,
+            table_changes,
+            columns,
+            change_ref,
+            local.as_ref(),
+            remote,
+            policy,
+            peers,
+            &mut local_value,
+        );
         Ok(Planned { table: table_changes, change, tbl, key, local, decision })
     }
 
@@ -650,23 +711,85 @@ impl Applier<'_> {
         Ok((Cow::Owned(RowChange { key: key_values, op: change.op.clone(), born: change.born }), moved, local))
     }
 
-    fn write_chunk(
-        &mut self,
+    /// Writes a chunk to the user's database while a second thread records
+    /// its outcomes in the state, then `finish`es the record. The record
+    /// commits only once the user's database has: a crash in between
+    /// leaves the chunk pending for [`recover_inflight`], exactly as when
+    /// the two ran one after the other.
+    fn write_and_record(
+        &self,
         planned: &[Planned<'_>],
         remote: &RemoteBatch<'_>,
         peers: &Peers,
-    ) -> Result<Vec<Outcome>, ApplyError> {
+        author_id: &str,
+        finish: impl FnOnce(&mut State) -> Result<(), ApplyError> + Send,
+    ) -> Result<ApplyStats, ApplyError> {
+        let mut recorder = self.recorder.borrow_mut();
+        let recorder: &mut State = &mut recorder;
+        std::thread::scope(|scope| {
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<ToRecord>(planned.len() / RECORD_BATCH + 2);
+            let recording = std::thread::Builder::new().name("syncd-record".into()).spawn_scoped(scope, move || {
+                recorder.transaction(|s| -> Result<ApplyStats, ApplyError> {
+                    let mut stats = ApplyStats::default();
+                    for message in receiver {
+                        match message {
+                            ToRecord::Outcomes(outcomes) => {
+                                for o in &outcomes {
+                                    record(s, o, remote, author_id, &mut stats)?;
+                                }
+                            }
+                            ToRecord::UserCommitted => {
+                                finish(s)?;
+                                return Ok(stats);
+                            }
+                        }
+                    }
+                    Err(ApplyError::Unfinished)
+                })
+            });
+            // As `scope.spawn` would, only named for profilers.
+            let recording = recording.expect("a thread starts");
+            let send = |message| sender.send(message).map_err(|_| ApplyError::Unfinished);
+            let mut outcomes = Vec::with_capacity(RECORD_BATCH);
+            let written = self
+                .write_chunk(planned, remote, peers, |o| {
+                    outcomes.push(o);
+                    if outcomes.len() < RECORD_BATCH {
+                        return Ok(());
+                    }
+                    send(ToRecord::Outcomes(std::mem::replace(&mut outcomes, Vec::with_capacity(RECORD_BATCH))))
+                })
+                .and_then(|()| send(ToRecord::Outcomes(outcomes)))
+                .and_then(|()| send(ToRecord::UserCommitted));
+            drop(sender);
+            let recorded = recording.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            match written {
+                Ok(()) => recorded,
+                Err(ApplyError::Unfinished) => recorded.and(Err(ApplyError::Unfinished)),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// Carries a chunk out on the user's database in write transactions of
+    /// at most [`WRITE_TIME`], handing each outcome to `deliver`.
+    fn write_chunk(
+        &self,
+        planned: &[Planned<'_>],
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+        mut deliver: impl FnMut(Outcome) -> Result<(), ApplyError>,
+    ) -> Result<(), ApplyError> {
         let needs_write = planned.iter().any(|p| {
             matches!(p.decision.action, Action::Write { .. } | Action::Delete | Action::MoveLocalAndInsert { .. })
         });
-        let mut outcomes = Vec::with_capacity(planned.len());
         if needs_write {
             self.user.execute_batch("BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON;")?;
         }
         let result = (|| -> Result<(), ApplyError> {
             let mut began = Instant::now();
             for p in planned {
-                outcomes.push(self.carry_out(p, remote, peers)?);
+                deliver(self.carry_out(p, remote, peers)?)?;
                 if needs_write && began.elapsed() > WRITE_TIME {
                     // Let the application in; the chunk stays pending in
                     // the state until all of it is recorded.
@@ -692,7 +815,7 @@ impl Applier<'_> {
         } else {
             result?;
         }
-        Ok(outcomes)
+        Ok(())
     }
 
     fn carry_out(&self, p: &Planned<'_>, remote: &RemoteBatch<'_>, peers: &Peers) -> Result<Outcome, ApplyError> {
@@ -750,16 +873,16 @@ impl Applier<'_> {
                 let known_hash = p.local.as_ref().map(|l| l.hash);
                 match current {
                     Some(values) if Some(row_hash(table, &values)) == known_hash => {
-                        let mut after = values.clone();
+                        let mut after: Vec<&Value> = values.iter().collect();
                         for (i, v) in columns {
-                            after[*i] = v.clone();
+                            after[*i] = v;
                         }
                         if let Some(detail) = self.missing_parent(table, columns)? {
                             outcome.record = park(ParkReason::ParentMissing, detail);
                             return Ok(outcome);
                         }
                         let written =
-                            self.with_unique_clashes(table, p, remote, peers, &after, &mut outcome, || {
+                            self.with_unique_clashes(table, p, remote, peers, &after, None, &mut outcome, || {
                                 self.update_row(table, &key_values, columns)
                             })?;
                         if !written {
@@ -860,7 +983,7 @@ fn record(
     s: &mut State,
     o: &Outcome,
     remote: &RemoteBatch<'_>,
-    author_name: &str,
+    author_id: &str,
     stats: &mut ApplyStats,
 ) -> Result<(), ApplyError> {
     let free = RowState { hash: 0, deleted: Some(Version::default()), cols: Vec::new() };
@@ -894,17 +1017,16 @@ fn record(
             stats.needs_capture = true;
         }
         Record::Park { table, reason, detail } => {
-            let author_id = s.peer_id(remote.author).to_string();
             let parked = ParkedChange {
-                author_id: author_id.clone(),
-                author_name: author_name.to_string(),
+                author_id: author_id.to_string(),
+                author_name: remote.author_name.to_string(),
                 reason: detail.clone(),
                 retried_every_cycle: reason.retried_every_cycle(),
                 clock: remote.body.clock,
                 seen: remote.body.seen.clone(),
                 table: table.clone(),
             };
-            s.park(&author_id, 0, &table.table, &syncd_proto::encode(&parked), detail)?;
+            s.park(author_id, 0, &table.table, &syncd_proto::encode(&parked), detail)?;
             stats.parked += 1;
         }
     }
@@ -922,12 +1044,13 @@ fn record(
 /// tables that others refer to first: a row made with a key another peer
 /// also made has found its place before the rows referring to that key
 /// arrive. Recovery after a crash counts changes in this same order.
-fn in_apply_order<'b>(body: &'b BatchBody, constraints: &Constraints) -> Vec<(&'b TableChanges, &'b RowChange)> {
-    let mut tables: Vec<&TableChanges> = body.tables.iter().collect();
-    tables.sort_by_key(|t| constraints.depth(&t.table));
+/// Each change comes with the index of its table in the batch.
+fn in_apply_order<'b>(body: &'b BatchBody, constraints: &Constraints) -> Vec<(usize, &'b RowChange)> {
+    let mut tables: Vec<(usize, &TableChanges)> = body.tables.iter().enumerate().collect();
+    tables.sort_by_key(|(_, t)| constraints.depth(&t.table));
     let is_delete = |c: &&RowChange| matches!(c.op, Op::Delete);
-    let deletes = tables.iter().rev().flat_map(|t| t.changes.iter().filter(is_delete).map(move |c| (*t, c)));
-    let others = tables.iter().flat_map(|t| t.changes.iter().filter(|c| !is_delete(c)).map(move |c| (*t, c)));
+    let deletes = tables.iter().rev().flat_map(|&(n, t)| t.changes.iter().filter(is_delete).map(move |c| (n, c)));
+    let others = tables.iter().flat_map(|&(n, t)| t.changes.iter().filter(|c| !is_delete(c)).map(move |c| (n, c)));
     deletes.chain(others).collect()
 }
 
@@ -981,28 +1104,30 @@ fn local_key(table: &Table, t: &TableChanges, c: &RowChange) -> Option<Vec<u8>> 
 }
 
 /// The row hash capture would compute for these local values.
-pub fn row_hash(table: &Table, values: &[Value]) -> u64 {
-    value::hash_row(table.hash_order.iter().map(|&(i, n)| (n, value::hash_value(values[i].as_ref()))))
+pub fn row_hash<V: Borrow<Value>>(table: &Table, values: &[V]) -> u64 {
+    value::hash_row(table.hash_order.iter().map(|&(i, n)| (n, value::hash_value(values[i].borrow().as_ref()))))
 }
 
 /// Sets the row hash and gives every local column a column state, so the
 /// next capture sees exactly what was written and echoes nothing.
-fn complete_state(table: &Table, values: &[Value], state: &mut RowState) {
+fn complete_state<V: Borrow<Value>>(table: &Table, values: &[V], state: &mut RowState) {
     if values.len() != table.columns.len() {
         return;
     }
-    for &(i, name_hash) in &table.hash_order {
-        let value_hash = value::hash_value(values[i].as_ref());
-        match state.cols.iter_mut().find(|c| c.name_hash == name_hash) {
+    // The row hash is made of the same value hashes, taken as they go by.
+    let cols = &mut state.cols;
+    state.hash = value::hash_row(table.hash_order.iter().map(|&(i, name_hash)| {
+        let value_hash = value::hash_value(values[i].borrow().as_ref());
+        match cols.iter_mut().find(|c| c.name_hash == name_hash) {
             // The key's state is the row's birth (see merge), not its value.
             Some(_) if table.key.contains(&i) => {}
             Some(c) => c.value_hash = value_hash,
             // A column only this peer has: its value is the local default,
             // older than any edit.
-            None => state.cols.push(ColState { name_hash, value_hash, version: Version { clock: 0, peer: 0 } }),
+            None => cols.push(ColState { name_hash, value_hash, version: Version { clock: 0, peer: 0 } }),
         }
-    }
-    state.hash = row_hash(table, values);
+        (name_hash, value_hash)
+    }));
 }
 
 pub fn read_row(user: &Connection, table: &Table, key: &[Value]) -> rusqlite::Result<Option<Vec<Value>>> {
@@ -1146,13 +1271,15 @@ pub fn recover_inflight(ap: &mut Applier<'_>, author_name: &str) -> Result<(), A
     let author = ap.state.peer_index(&inflight.peer_id)?;
     let peers = ap.peers();
     let remote = RemoteBatch { body: &body, author, author_name };
+    let mut tables = ap.batch_tables(&body)?;
+    ap.read_greatest_known(&mut tables)?;
     let flat = in_apply_order(&body, ap.constraints);
     let range = inflight.done as usize..(inflight.pending_end as usize).min(flat.len());
     let mut reached = Vec::new();
     for &(t, c) in &flat[range] {
-        let p = ap.plan(t, c, &remote, &peers)?;
-        let Some(table) = ap.tables.get(&t.table) else { continue };
-        let key = key_values_local(table, t, c);
+        let p = ap.plan(&tables[t], c, &remote, &peers)?;
+        let Some(table) = ap.tables.get(&tables[t].changes.table) else { continue };
+        let key = key_values_local(table, tables[t].changes, c);
         let now = read_row(ap.user, table, &key)?;
         let state = match (&p.decision.action, now) {
             (Action::Write { columns, .. }, Some(values))

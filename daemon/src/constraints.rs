@@ -11,7 +11,7 @@ use crate::config::Reference;
 use crate::schema::quote_ident;
 use crate::value::Value;
 use rusqlite::{Connection, OptionalExtension};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A UNIQUE index (or constraint) other than the primary key, on plain
 /// columns. Expression and partial indexes are left to SQLite: a clash on
@@ -39,6 +39,9 @@ pub struct ForeignKey {
 pub struct Constraints {
     unique: BTreeMap<String, Vec<UniqueIndex>>,
     foreign_keys: Vec<ForeignKey>,
+    /// Tables whose definition has an `ON CONFLICT` clause: an INSERT
+    /// there may replace or skip a row holding its key instead of failing.
+    conflict_clauses: BTreeSet<String>,
 }
 
 impl Constraints {
@@ -54,6 +57,9 @@ impl Constraints {
         for table in &tables {
             out.unique.insert(table.clone(), unique_indexes(conn, table)?);
             out.foreign_keys.extend(foreign_keys(conn, table)?);
+            if declares_conflict_clause(conn, table)? {
+                out.conflict_clauses.insert(table.clone());
+            }
         }
         for r in configured {
             let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
@@ -81,6 +87,15 @@ impl Constraints {
 
     pub fn unique(&self, table: &str) -> &[UniqueIndex] {
         self.unique.get(table).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// True when an INSERT into `table` fails on a row already holding its
+    /// key, whatever the key's values: the table has a primary key and no
+    /// conflict clause that would resolve the clash instead. (NULL keys
+    /// are the caller's to rule out: SQLite lets a non-integer primary key
+    /// hold several.)
+    pub fn insert_fails_on_taken_key(&self, table: &crate::schema::Table) -> bool {
+        table.has_primary_key && !self.conflict_clauses.contains(&table.name)
     }
 
     /// References, declared or configured, whose parent is `table`.
@@ -114,6 +129,18 @@ impl Constraints {
         }
         depth
     }
+}
+
+/// Whether the table's definition has an `ON CONFLICT` clause anywhere,
+/// read from its text: a column named "conflict" only makes this answer
+/// yes needlessly.
+fn declares_conflict_clause(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    let sql: Option<String> = conn
+        .prepare("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1")?
+        .query_row([table], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(sql.is_some_and(|s| s.to_ascii_uppercase().contains("CONFLICT")))
 }
 
 fn unique_indexes(conn: &Connection, table: &str) -> rusqlite::Result<Vec<UniqueIndex>> {

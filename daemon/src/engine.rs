@@ -77,6 +77,36 @@ pub struct Health {
     pub skipped: BTreeMap<String, String>,
 }
 
+/// A change batch read from the hub, or why it cannot be applied.
+enum Fetched {
+    /// Gone since it was listed.
+    Missing,
+    /// Damaged or unreadable: skipped, and reported with this reason.
+    Unusable(String),
+    Batch {
+        header: Box<container::Header>,
+        body_bytes: Vec<u8>,
+        body: BatchBody,
+    },
+}
+
+fn fetch_batch(hub: &dyn Hub, path: &str, database: &str, peer: &str, seq: u64) -> Result<Fetched, HubError> {
+    let bytes = match hub.get(path) {
+        Ok(b) => b,
+        Err(HubError::NotFound(_)) => return Ok(Fetched::Missing),
+        Err(e) => return Err(e),
+    };
+    let expect = Expect { kind: FileKind::Batch, database, peer_id: Some(peer), seq: Some(seq) };
+    let (header, body_bytes) = match container::decode(&bytes, &expect) {
+        Ok(x) => x,
+        Err(e) => return Ok(Fetched::Unusable(e.to_string())),
+    };
+    Ok(match BatchBody::decode(&body_bytes) {
+        Ok(body) => Fetched::Batch { header: Box::new(header), body_bytes, body },
+        Err(e) => Fetched::Unusable(e.to_string()),
+    })
+}
+
 /// One synced database on this peer.
 pub struct Engine {
     pub config: DatabaseConfig,
@@ -84,6 +114,9 @@ pub struct Engine {
     hub: Arc<dyn Hub>,
     user: Connection,
     state: State,
+    /// A second connection to the state, opened at the first apply: apply
+    /// records through it while writing the user's database.
+    recorder: Option<State>,
     state_path: PathBuf,
     hlc: Hlc,
     exclusions: Exclusions,
@@ -164,6 +197,7 @@ impl Engine {
             hub,
             user,
             state,
+            recorder: None,
             state_path,
             hlc,
             data_version: None,
@@ -298,6 +332,16 @@ impl Engine {
             self.constraints = Some((schema_version, Constraints::read(&self.user, &self.config.references())?));
         }
         let constraints = &self.constraints.as_ref().expect("just read").1;
+        if self.recorder.is_none() {
+            let recorder = State::open(&self.state_path)?;
+            // Only applied changes are recorded through it: a commit lost
+            // to a power cut is redone from the batch.
+            recorder.set_durable(false)?;
+            // A chunk's rows fit in memory until they commit: the default
+            // cache (2 MB) would spill them to the WAL and read them back.
+            recorder.connection().pragma_update(None, "cache_size", -16 * 1024)?;
+            self.recorder = Some(recorder);
+        }
         Ok(Applier {
             user: &self.user,
             state: &mut self.state,
@@ -305,10 +349,9 @@ impl Engine {
             policy_for,
             peer_names: &self.peer_names,
             self_peer,
-            policies: HashMap::new(),
-            empty_tables: Default::default(),
             last_sql: Default::default(),
             constraints,
+            recorder: std::cell::RefCell::new(self.recorder.as_mut().expect("just opened")),
         })
     }
 
@@ -448,7 +491,11 @@ impl Engine {
         }
         let mut expected = cursor.seq + 1;
         let mut blocked = false;
-        for entry in entries {
+        // The next batch is read and decoded on a helper thread while this
+        // one applies.
+        let mut ahead: Option<(u64, std::thread::JoinHandle<Result<Fetched, HubError>>)> = None;
+        let mut entries = entries.into_iter().peekable();
+        while let Some(entry) = entries.next() {
             let path = format!("{dir}/{}", entry.name);
             let seq = match names::classify(&entry.name) {
                 NameKind::Batch(seq) => seq,
@@ -481,36 +528,32 @@ impl Engine {
                 self.skip(report, missing, format!("missing; batch {seq} waits for it"));
                 continue;
             }
-            let bytes = match self.hub.get(&path) {
-                Ok(b) => b,
-                Err(HubError::NotFound(_)) => {
+            let fetched = match ahead.take() {
+                Some((s, reading)) if s == seq => reading.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
+                _ => fetch_batch(&*self.hub, &path, &self.config.name, peer, seq)?,
+            };
+            let (header, body_bytes, body) = match fetched {
+                Fetched::Missing => {
                     blocked = true;
                     continue;
                 }
-                Err(e) => return Err(e.into()),
-            };
-            let expect =
-                Expect { kind: FileKind::Batch, database: &self.config.name, peer_id: Some(peer), seq: Some(seq) };
-            let (header, body_bytes) = match container::decode(&bytes, &expect) {
-                Ok(x) => x,
-                Err(e) => {
+                Fetched::Unusable(why) => {
                     blocked = true;
                     report.pending_remote += 1;
                     still_skipped.insert(path.clone());
-                    self.skip(report, path, e.to_string());
+                    self.skip(report, path, why);
                     continue;
                 }
+                Fetched::Batch { header, body_bytes, body } => (header, body_bytes, body),
             };
-            let body = match BatchBody::decode(&body_bytes) {
-                Ok(b) => b,
-                Err(e) => {
-                    blocked = true;
-                    report.pending_remote += 1;
-                    still_skipped.insert(path.clone());
-                    self.skip(report, path, e.to_string());
-                    continue;
-                }
-            };
+            if let Some(next) = entries.peek()
+                && names::classify(&next.name) == NameKind::Batch(seq + 1)
+            {
+                let (hub, path) = (self.hub.clone(), format!("{dir}/{}", next.name));
+                let (database, peer) = (self.config.name.clone(), peer.to_string());
+                let reading = std::thread::spawn(move || fetch_batch(&*hub, &path, &database, &peer, seq + 1));
+                ahead = Some((seq + 1, reading));
+            }
             self.peer_names.insert(peer.to_string(), header.peer_name.clone());
             let span = info_span!("apply", peer = %header.peer_name, seq);
             let _g = span.enter();

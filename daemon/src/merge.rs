@@ -169,6 +169,35 @@ pub fn compare_versions(a: Version, b: Version, peers: &dyn PeerBook) -> Orderin
     a.clock.cmp(&b.clock).then_with(|| peers.peer_id(a.peer).cmp(peers.peer_id(b.peer)))
 }
 
+/// Where the columns of a batch's table are here: per batch column, its
+/// local index and name hash, or `None` when the column does not exist
+/// here. Changes name their columns by batch index, so this is worked out
+/// once per table of a batch, not once per change.
+pub struct ColumnMap(Vec<Option<(usize, u64)>>);
+
+impl ColumnMap {
+    pub fn new(table: &Table, changes: &TableChanges) -> ColumnMap {
+        ColumnMap(
+            changes.columns.iter().map(|name| table.column_index(name).map(|i| (i, value::hash_name(name)))).collect(),
+        )
+    }
+
+    /// The change's columns that exist here: (local index, name hash, value).
+    fn mapped<'v>(&self, op: &'v Op) -> Vec<(usize, u64, &'v Value)> {
+        let here = |(i, h): (usize, u64), v| (i, h, v);
+        match op {
+            Op::Row(values) | Op::Insert(values) => {
+                self.0.iter().zip(values).filter_map(|(m, v)| m.map(|m| here(m, v))).collect()
+            }
+            Op::Columns(cols) => cols
+                .iter()
+                .filter_map(|(j, v)| self.0.get(*j as usize).copied().flatten().map(|m| here(m, v)))
+                .collect(),
+            Op::Delete => Vec::new(),
+        }
+    }
+}
+
 /// Decides one change against the local row state.
 ///
 /// `local_value` reads the current local value of a column (by local index),
@@ -177,6 +206,7 @@ pub fn compare_versions(a: Version, b: Version, peers: &dyn PeerBook) -> Orderin
 pub fn decide(
     table: &Table,
     changes: &TableChanges,
+    columns: &ColumnMap,
     change: &RowChange,
     local: Option<&RowState>,
     remote: &RemoteBatch<'_>,
@@ -195,12 +225,7 @@ pub fn decide(
     };
     let wins = |theirs: Version, ours: Version| -> bool { remote_wins(policy, theirs, ours, remote, peers) };
 
-    // Remote columns that exist here: (local index, name hash, value).
-    let mapped: Vec<(usize, u64, &Value)> = changes
-        .named_values(op)
-        .into_iter()
-        .filter_map(|(name, v)| table.column_index(name).map(|i| (i, value::hash_name(name), v)))
-        .collect();
+    let mapped = columns.mapped(op);
     let remote_image = || -> Vec<(String, Value)> {
         changes.named_values(op).into_iter().map(|(n, v)| (n.to_string(), v.clone())).collect()
     };

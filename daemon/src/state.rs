@@ -350,9 +350,10 @@ impl State {
         self.conn.query_row("SELECT EXISTS(SELECT 1 FROM rows)", [], |r| r.get(0))
     }
 
-    /// True when the state knows any row (or tombstone) of this table.
-    pub fn has_rows(&self, tbl: i64) -> Result<bool> {
-        self.conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM rows WHERE tbl = ?1)")?.query_row([tbl], |r| r.get(0))
+    /// The greatest key of a row (or tombstone) the state knows in this
+    /// table, `None` if it knows none.
+    pub fn greatest_key(&self, tbl: i64) -> Result<Option<Vec<u8>>> {
+        self.conn.prepare_cached("SELECT max(key) FROM rows WHERE tbl = ?1")?.query_row([tbl], |r| r.get(0))
     }
 
     pub fn live_row_count(&self) -> Result<u64> {

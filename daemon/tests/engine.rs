@@ -152,6 +152,30 @@ fn a_table_without_a_primary_key_syncs_as_a_set_of_rows() {
     assert_eq!(a.rows("SELECT item_id, tag FROM tags ORDER BY 1, 2").len(), 3);
 }
 
+/// A remote insert at a key that a row made here since the last capture
+/// holds waits for that capture and never overwrites the row, whether the
+/// INSERT itself finds the row or a conflict clause would let it replace it.
+#[test]
+fn an_insert_at_a_key_taken_here_since_the_last_capture_waits() {
+    for key in ["k TEXT PRIMARY KEY", "k TEXT PRIMARY KEY ON CONFLICT REPLACE"] {
+        let hub = Hub::new();
+        let schema = format!(
+            "PRAGMA journal_mode=WAL; CREATE TABLE a_first(k TEXT PRIMARY KEY, v TEXT); CREATE TABLE b_second({key}, v TEXT);"
+        );
+        let (mut a, mut b) = (Peer::with(&hub, "a", &schema, ""), Peer::with(&hub, "b", &schema, ""));
+        // The application adds the row while b applies a's batch, after
+        // b's capture: a_first comes first in the batch.
+        b.exec("CREATE TRIGGER app AFTER INSERT ON a_first BEGIN INSERT INTO b_second VALUES ('x', 'made on b'); END;");
+        a.exec("INSERT INTO a_first VALUES ('go', '1'); INSERT INTO b_second VALUES ('x', 'made on a');");
+        a.sync();
+        let report = b.sync();
+        assert_eq!((report.applied.applied, report.applied.parked), (1, 1), "{key}");
+        assert_eq!(b.one("SELECT v FROM b_second WHERE k = 'x'"), "Text(\"made on b\")", "{key}");
+        let parked = b.engine().state().parked().unwrap();
+        assert!(parked[0].reason.contains("added here since the last capture"), "{key}: {parked:?}");
+    }
+}
+
 #[test]
 fn schema_drift_applies_shared_columns_and_parks_what_cannot_apply() {
     let hub = Hub::new();
