@@ -126,6 +126,9 @@ pub struct Applier<'a> {
     /// A second connection to the state: a thread records a chunk's
     /// outcomes through it while the user's database is being written.
     pub recorder: std::cell::RefCell<&'a mut State>,
+    /// Rows (table, key) the chunk being written changes further on: a
+    /// UNIQUE value one of them holds may be on its way out.
+    pub changed_later: std::cell::RefCell<HashMap<i64, std::collections::HashSet<Vec<u8>>>>,
 }
 
 /// What the recording thread receives.
@@ -211,6 +214,9 @@ enum Record {
         reason: ParkReason,
         detail: String,
     },
+    /// Not carried out yet: it needs a UNIQUE value that a row changed
+    /// further on in the chunk holds now. Tried again after the chunk.
+    Deferred,
 }
 
 impl<'a> Applier<'a> {
@@ -336,7 +342,7 @@ impl<'a> Applier<'a> {
         write: impl Fn() -> rusqlite::Result<()>,
     ) -> Result<bool, ApplyError> {
         let theirs = Version { clock: remote.body.clock, peer: remote.author };
-        for _ in 0..=self.constraints.unique(&table.name).len() {
+        for attempt in 0..=self.constraints.unique(&table.name).len() {
             // Looked for before writing: an index declared `ON CONFLICT
             // REPLACE` would otherwise delete the other row silently, and
             // which row survives would depend on the order batches arrive.
@@ -357,7 +363,14 @@ impl<'a> Applier<'a> {
             };
             let local_key: Vec<Value> = table.key.iter().map(|&k| local[k].clone()).collect();
             let tbl = p.tbl;
-            let state = self.state.row(tbl, &value::encode_key(local_key.iter().map(Value::as_ref)))?;
+            let local_place = value::encode_key(local_key.iter().map(Value::as_ref));
+            if attempt == 0 && self.changed_later.borrow().get(&tbl).is_some_and(|keys| keys.contains(&local_place)) {
+                // The value may be handed from that row to this one (its
+                // author changed both between two captures).
+                outcome.record = Record::Deferred;
+                return Ok(false);
+            }
+            let state = self.state.row(tbl, &local_place)?;
             let Some(ours) =
                 state.as_ref().filter(|s| s.deleted.is_none()).map(|s| unique_version(table, s, &columns, peers))
             else {
@@ -780,16 +793,33 @@ impl<'a> Applier<'a> {
         peers: &Peers,
         mut deliver: impl FnMut(Outcome) -> Result<(), ApplyError>,
     ) -> Result<(), ApplyError> {
-        let needs_write = planned.iter().any(|p| {
+        let writes = |p: &&Planned<'_>| {
             matches!(p.decision.action, Action::Write { .. } | Action::Delete | Action::MoveLocalAndInsert { .. })
-        });
+        };
+        let needs_write = planned.iter().any(|p| writes(&p));
         if needs_write {
             self.user.execute_batch("BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON;")?;
         }
+        {
+            let mut later = self.changed_later.borrow_mut();
+            later.clear();
+            for p in planned.iter().filter(writes).filter(|p| !self.constraints.unique(&p.table.table).is_empty()) {
+                later.entry(p.tbl).or_default().insert(p.key.clone());
+            }
+        }
         let result = (|| -> Result<(), ApplyError> {
             let mut began = Instant::now();
+            let mut deferred = Vec::new();
             for p in planned {
-                deliver(self.carry_out(p, remote, peers)?)?;
+                if let Some(keys) = self.changed_later.borrow_mut().get_mut(&p.tbl) {
+                    keys.remove(&p.key);
+                }
+                let outcome = self.carry_out(p, remote, peers)?;
+                if matches!(outcome.record, Record::Deferred) {
+                    deferred.push(p);
+                } else {
+                    deliver(outcome)?;
+                }
                 if needs_write && began.elapsed() > WRITE_TIME {
                     // Let the application in; the chunk stays pending in
                     // the state until all of it is recorded.
@@ -797,8 +827,13 @@ impl<'a> Applier<'a> {
                     began = Instant::now();
                 }
             }
+            // Every other change is done: a clash now is one.
+            for p in deferred {
+                deliver(self.carry_out(p, remote, peers)?)?;
+            }
             Ok(())
         })();
+        self.changed_later.borrow_mut().clear();
         if needs_write {
             match result {
                 Ok(()) => {
@@ -1004,7 +1039,8 @@ fn record(
     }
     stats.needs_capture |= o.side_effects;
     match &o.record {
-        Record::Nothing => {}
+        // Deferred changes are carried out again before they are recorded.
+        Record::Nothing | Record::Deferred => {}
         Record::Put(row) => {
             s.put_row(o.tbl, &o.key, row)?;
             for (born, _, _) in &o.moves {

@@ -352,6 +352,7 @@ impl Engine {
             last_sql: Default::default(),
             constraints,
             recorder: std::cell::RefCell::new(self.recorder.as_mut().expect("just opened")),
+            changed_later: Default::default(),
         })
     }
 

@@ -384,3 +384,30 @@ fn a_row_brought_back_by_a_later_edit_keeps_its_key_and_a_row_made_there_since_m
     );
     assert_eq!(ps[0].one("SELECT title FROM notes WHERE id = 4"), "Text(\"first\")", "the older row keeps the key");
 }
+
+#[test]
+fn a_unique_value_handed_from_one_row_to_another_in_one_batch_is_no_conflict() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    ps[0].exec(
+        "INSERT INTO bookmarks VALUES (1, 'https://one.example/', 'one');
+         INSERT INTO bookmarks VALUES (2, 'https://two.example/', 'two');",
+    );
+    settle_all(&mut ps);
+    // Row 2 gives up its URL and row 1 takes it, in one capture: the batch
+    // holds row 1's change first.
+    ps[0].exec(
+        "UPDATE bookmarks SET url = 'https://three.example/' WHERE id = 2;
+         UPDATE bookmarks SET url = 'https://two.example/' WHERE id = 1;",
+    );
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert_eq!(
+        ps[1].rows("SELECT id, url FROM bookmarks ORDER BY id"),
+        ["Integer(1)|Text(\"https://two.example/\")", "Integer(2)|Text(\"https://three.example/\")"]
+    );
+    for p in ps.iter_mut() {
+        let lost = p.conflicts();
+        assert!(lost.is_empty(), "{}: {lost:?}", p.name);
+    }
+}
