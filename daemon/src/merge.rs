@@ -526,8 +526,9 @@ macro_rules! key_collision_reason {
 pub const KEY_COLLISION: &str = key_collision_reason!("");
 
 /// The older row keeps the key on every peer. The author of the younger
-/// one moves its row to a fresh key and publishes the move; the other peers
-/// keep the younger row in the conflict log until the move arrives.
+/// one moves its row to a fresh key and publishes the move. Another peer
+/// that has the older row keeps the younger in the conflict log until the
+/// move arrives; one that has the younger row lets the older wait for it.
 fn decide_key_collision(
     table: &Table,
     mapped: &[(usize, u64, &Value)],
