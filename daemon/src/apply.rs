@@ -321,14 +321,16 @@ impl<'a> Applier<'a> {
     }
 
     /// Runs `write`, unless another row holds a value of a UNIQUE index that
-    /// `after` (the row as written) needs: then the two rows are in conflict: the
-    /// one whose value is older stays, on every peer alike, and the other is
-    /// kept in the conflict log. A local row that loses is deleted (capture
-    /// publishes that) after the rows referring to it are pointed at the
-    /// winner, the same thing by that index. An insert (`inserting_at` its
-    /// key) that fails because a row added here since the last capture has
-    /// its key waits for the next capture. False: nothing was written and
-    /// `outcome` says why.
+    /// `after` (the row as written) needs. Such two rows are in conflict:
+    /// the one whose value is older stays, on every peer alike, and the
+    /// other is kept in the conflict log. A local row that loses is deleted
+    /// (capture publishes that) after the rows referring to it are pointed
+    /// at the winner, the same thing by that index. When the other row is
+    /// changed further on in the chunk, the change waits for that instead
+    /// ([`Record::Deferred`]). An insert (`inserting_at` its key) that fails
+    /// because a row added here since the last capture has its key waits
+    /// for the next capture. False: nothing was written and `outcome` says
+    /// why.
     #[allow(clippy::too_many_arguments)] // the change, its origin and where it goes
     fn with_unique_clashes(
         &self,
