@@ -181,6 +181,9 @@ struct Planned<'b> {
     tbl: i64,
     key: Vec<u8>,
     local: Option<RowState>,
+    /// Where the row lives here while its author has moved it to `key`:
+    /// `local` is its state there.
+    from: Option<Vec<u8>>,
     decision: Decision,
 }
 
@@ -428,6 +431,31 @@ impl<'a> Applier<'a> {
         Ok(false)
     }
 
+    /// Where the row that `change` (a whole row with its birth) brings to
+    /// `key` lives here now, if elsewhere: its key there and its state.
+    fn same_row_elsewhere(
+        &self,
+        table: &Table,
+        tbl: i64,
+        change: &RowChange,
+        key: &[u8],
+        peers: &Peers,
+    ) -> Result<Option<(Vec<u8>, RowState)>, ApplyError> {
+        let (Op::Row(_), Some(born), true) = (&change.op, change.born, table.integer_primary_key) else {
+            return Ok(None);
+        };
+        let birth_place = value::encode_key([rusqlite::types::ValueRef::Integer(born.key as i64)]);
+        let old = self.state.moved_to(tbl, born)?.unwrap_or(birth_place);
+        if old == key {
+            return Ok(None);
+        }
+        let Some(row) = self.state.row(tbl, &old)?.filter(|r| r.deleted.is_none()) else { return Ok(None) };
+        if merge::birth(table, &row).and_then(|b| b.to_wire(peers)) != Some(born) {
+            return Ok(None);
+        }
+        Ok(Some((old, row)))
+    }
+
     /// Removes the copy of a row that moved from where it was here, quietly:
     /// its author published the move, not a delete. A copy edited here since
     /// the last capture stays; the edit follows the row to its new key.
@@ -435,22 +463,12 @@ impl<'a> Applier<'a> {
         &self,
         table: &Table,
         p: &Planned<'_>,
-        born: Born,
         peers: &Peers,
         outcome: &mut Outcome,
     ) -> Result<(), ApplyError> {
-        if !table.integer_primary_key {
+        let Some((old, row)) = self.same_row_elsewhere(table, p.tbl, &p.change, &p.key, peers)? else {
             return Ok(());
-        }
-        let birth_place = value::encode_key([rusqlite::types::ValueRef::Integer(born.key as i64)]);
-        let old = self.state.moved_to(p.tbl, born)?.unwrap_or(birth_place);
-        if old == p.key {
-            return Ok(());
-        }
-        let Some(row) = self.state.row(p.tbl, &old)?.filter(|r| r.deleted.is_none()) else { return Ok(()) };
-        if merge::birth(table, &row).and_then(|b| b.to_wire(peers)) != Some(born) {
-            return Ok(());
-        }
+        };
         let Ok(key_values) = value::decode_key(&old) else { return Ok(()) };
         if read_row(self.user, table, &key_values)?.map(|v| row_hash(table, &v)) != Some(row.hash) {
             return Ok(());
@@ -458,6 +476,67 @@ impl<'a> Applier<'a> {
         delete_row(self.user, table, &key_values)?;
         outcome.vacated_elsewhere.push(old);
         Ok(())
+    }
+
+    /// Moves the copy of a row here from where it was to the key its author
+    /// moved it to, keeping the edits made here that the author had not
+    /// seen and lost to none of its values (the merge decided which).
+    fn move_here(
+        &self,
+        table: &Table,
+        p: &Planned<'_>,
+        from: &[u8],
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+        mut outcome: Outcome,
+    ) -> Result<Outcome, ApplyError> {
+        let park = |reason: ParkReason| park_record(p, reason, reason.describe().into());
+        // Nothing of the author's may win (its values are all older than
+        // the edits here): the row still moves.
+        let (columns, state) = match &p.decision.action {
+            Action::Write { insert: false, columns } => (columns.as_slice(), p.decision.new_state.clone()),
+            _ => (&[][..], p.local.clone()),
+        };
+        let (Some(mut state), Ok(old_key), Some(born)) = (state, value::decode_key(from), p.change.born) else {
+            return Ok(outcome);
+        };
+        let values = match read_row(self.user, table, &old_key)? {
+            Some(values) if Some(row_hash(table, &values)) == p.local.as_ref().map(|l| l.hash) => values,
+            _ => {
+                outcome.record = park(ParkReason::LocalEditPending);
+                return Ok(outcome);
+            }
+        };
+        if let Some(detail) = self.missing_parent(table, columns)? {
+            outcome.record = park_record(p, ParkReason::ParentMissing, detail);
+            return Ok(outcome);
+        }
+        // Clashes are looked for as the row is before the key changes, so
+        // that it does not clash with itself.
+        let mut unmoved: Vec<&Value> = values.iter().collect();
+        for (i, v) in columns {
+            unmoved[*i] = v;
+        }
+        let new_key = key_values_local(table, p.table, &p.change);
+        let key_column = table.key[0];
+        let mut writes: Vec<(usize, Value)> = columns.to_vec();
+        writes.push((key_column, new_key[0].clone()));
+        let written = self.with_unique_clashes(table, p, remote, peers, &unmoved, None, &mut outcome, || {
+            self.update_row(table, &old_key, &writes)
+        })?;
+        if !written {
+            return Ok(outcome);
+        }
+        let mut after = unmoved;
+        after[key_column] = &new_key[0];
+        complete_state(table, &after, &mut state);
+        outcome.record = Record::Put(state);
+        outcome.moves.push((born, p.key.clone(), None));
+        outcome.vacated_elsewhere.push(from.to_vec());
+        for note in &p.decision.conflicts {
+            outcome.conflicts.push(conflict_from(note, table, p, Some(&values), remote, peers));
+        }
+        Ok(outcome)
     }
 
     /// The other row holding a value of a UNIQUE index that `after` needs:
@@ -660,12 +739,24 @@ impl<'a> Applier<'a> {
         let (change, key, local) = self.follow_move(table, tbl, change, key, local, peers)?;
         if local.is_some() && self.moved_elsewhere(table, tbl, &change, &key, remote, peers)? {
             let decision = Decision { action: Action::Skip, new_state: None, conflicts: Vec::new() };
-            return Ok(Planned { table: table_changes, change, tbl, key, local, decision });
+            return Ok(Planned { table: table_changes, change, tbl, key, local, from: None, decision });
         }
+        // A row its author moved, still at its old key here: merged with
+        // its copy there, so that edits made here are not lost in the move.
+        let (local, from) = match local {
+            None => match self.same_row_elsewhere(table, tbl, &change, &key, peers)? {
+                Some((from, row)) => (Some(row), Some(from)),
+                None => (None, None),
+            },
+            local => (local, None),
+        };
         let change_ref: &RowChange = &change;
         let user = self.user;
-        let mut local_value =
-            |i: usize| read_column(user, table, &key_values_local(table, table_changes, change_ref), i);
+        let read_at = match &from {
+            Some(from) => value::decode_key(from).unwrap_or_default(),
+            None => key_values_local(table, table_changes, change_ref),
+        };
+        let mut local_value = |i: usize| read_column(user, table, &read_at, i);
         let decision = merge::decide(
             table,
             table_changes,
@@ -677,7 +768,7 @@ impl<'a> Applier<'a> {
             peers,
             &mut local_value,
         );
-        Ok(Planned { table: table_changes, change, tbl, key, local, decision })
+        Ok(Planned { table: table_changes, change, tbl, key, local, from, decision })
     }
 
     /// True for an insert whose row has arrived at another key since (it
@@ -878,13 +969,16 @@ impl<'a> Applier<'a> {
                 return Ok(outcome);
             }
         };
+        if let (Some(from), Action::Write { insert: false, .. } | Action::Skip) = (&p.from, &p.decision.action) {
+            return self.move_here(table, p, from, remote, peers, outcome);
+        }
         let mut local_image: Option<Vec<Value>> = None;
         if let (Op::Row(_), Some(born), Action::Write { .. } | Action::MoveLocalAndInsert { .. }) =
             (&p.change.op, p.change.born, &p.decision.action)
         {
             // A row moved (or republished) here: changes made to it at its
             // old key are to follow it, and its copy there goes.
-            self.vacate_old_place(table, p, born, peers, &mut outcome)?;
+            self.vacate_old_place(table, p, peers, &mut outcome)?;
             outcome.moves.push((born, p.key.clone(), None));
         }
         match &p.decision.action {
@@ -1103,6 +1197,7 @@ fn park_plan<'b>(t: &'b TableChanges, c: &'b RowChange, tbl: i64, reason: ParkRe
         tbl,
         key: Vec::new(),
         local: None,
+        from: None,
         decision: Decision { action: Action::Park(reason), new_state: None, conflicts: Vec::new() },
     }
 }

@@ -411,3 +411,30 @@ fn a_unique_value_handed_from_one_row_to_another_in_one_batch_is_no_conflict() {
         assert!(lost.is_empty(), "{}: {lost:?}", p.name);
     }
 }
+
+#[test]
+fn an_edit_made_here_to_a_row_its_author_moves_meanwhile_goes_along() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    // c makes note 1 first; a and b, not having it yet, get a's note 1.
+    ps[2].exec("INSERT INTO notes VALUES (1, 'from c', 'older');");
+    let before = hub.files();
+    ps[2].sync();
+    {
+        let _late = delay_batches(&hub, &before, &mut ps[2]);
+        ps[0].exec("INSERT INTO notes VALUES (1, 'from a', 'younger');");
+        ps[0].sync();
+        ps[1].sync();
+    }
+    // a meets c's older note and moves its own.
+    ps[0].sync();
+    assert_eq!(ps[0].one("SELECT title FROM notes WHERE id = 1"), "Text(\"from c\")");
+    // b, which has not heard of the move, edits a's note where it has it;
+    // its next sync publishes the edit, then brings the move.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    ps[1].exec("UPDATE notes SET body = 'edited on b' WHERE title = 'from a';");
+    ps[1].sync();
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert_eq!(notes(&ps[1]), ["Text(\"from a\")|Text(\"edited on b\")", "Text(\"from c\")|Text(\"older\")"]);
+}
