@@ -5,11 +5,11 @@
 //!
 //! `SYNCD_FUZZ_CASES=N` runs more cases.
 //!
-//! Rows are made by the peer that owns their id (id mod peers), so that this
-//! property is about edits, deletes and delivery order. Two peers making the
-//! same integer id concurrently is the re-keying of DESIGN §4: its own tests
-//! are in `keys.rs`, and `dense_key_collisions_converge` below (ignored, see
-//! there) fuzzes it.
+//! In the first property rows are made by the peer that owns their id (id
+//! mod peers), so that it is about edits, deletes and delivery order. Two
+//! peers making the same integer id concurrently is the re-keying of DESIGN
+//! §4: its own tests are in `keys.rs`, and `dense_key_collisions_converge`
+//! below fuzzes it.
 
 mod common;
 use common::{Hub, Peer, settle};
@@ -152,11 +152,9 @@ proptest! {
     }
 
     /// Every peer may make any id, so nearly every insert collides with
-    /// another peer's and rows move, often twice. Ignored: about one case in
-    /// 1,000 still ends with a column edit of a moving row different on two
-    /// peers (open in issue 7). `cargo test -- --ignored` runs it.
+    /// another peer's and rows move, often twice, while the same ids are
+    /// edited, deleted and made again.
     #[test]
-    #[ignore]
     fn dense_key_collisions_converge(steps in proptest::collection::vec(step(3), 1..40)) {
         run(3, steps, false)?;
     }
