@@ -1,0 +1,419 @@
+//! Apply's part in keys made on two machines and in the application's own
+//! constraints (DESIGN §4): moving a row made here off a key an older row
+//! takes, bringing a moved row's copy along, sending changes after a row
+//! that moved, UNIQUE clashes between two rows, and the references
+//! (declared or configured) that must never dangle or be left behind.
+
+use super::{Applier, ApplyError, KEY_TAKEN, Outcome, ParkReason, Peers, Planned, Record};
+use super::{complete_state, conflict_from, delete_row, image_json, key_values_local, park_record, read_row, row_hash};
+use crate::batch::{Born, Op, RowChange, TableChanges};
+use crate::constraints;
+use crate::merge::{self, Action, PeerBook, RemoteBatch};
+use crate::schema::{Table, quote_ident};
+use crate::state::{Conflict, RowState, Version};
+use crate::value::{self, Value};
+use rusqlite::{ErrorCode, OptionalExtension};
+use std::borrow::Cow;
+
+impl Applier<'_> {
+    /// Runs `write`, unless another row holds a value of a UNIQUE index that
+    /// `after` (the row as written) needs. Such two rows are in conflict:
+    /// the one whose value is older stays, on every peer alike, and the
+    /// other is kept in the conflict log. A local row that loses is deleted
+    /// (capture publishes that) after the rows referring to it are pointed
+    /// at the winner, the same thing by that index. When the other row is
+    /// changed further on in the chunk, the change waits for that instead
+    /// ([`Record::Deferred`]). An insert (`inserting_at` its key) that fails
+    /// because a row added here since the last capture has its key waits
+    /// for the next capture. False: nothing was written and `outcome` says
+    /// why.
+    #[allow(clippy::too_many_arguments)] // the change, its origin and where it goes
+    pub(super) fn with_unique_clashes(
+        &self,
+        table: &Table,
+        p: &Planned<'_>,
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+        after: &[&Value],
+        inserting_at: Option<&[Value]>,
+        outcome: &mut Outcome,
+        write: impl Fn() -> rusqlite::Result<()>,
+    ) -> Result<bool, ApplyError> {
+        let theirs = Version { clock: remote.body.clock, peer: remote.author };
+        for attempt in 0..=self.constraints.unique(&table.name).len() {
+            // Looked for before writing: an index declared `ON CONFLICT
+            // REPLACE` would otherwise delete the other row silently, and
+            // which row survives would depend on the order batches arrive.
+            let Some((columns, local)) = self.unique_clash(table, after)? else {
+                return match write() {
+                    Ok(()) => Ok(true),
+                    Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == ErrorCode::ConstraintViolation => {
+                        outcome.record = match inserting_at {
+                            Some(key) if read_row(self.user, table, key)?.is_some() => {
+                                park_record(p, ParkReason::LocalEditPending, KEY_TAKEN.into())
+                            }
+                            _ => park_record(p, ParkReason::Refused, msg.unwrap_or_else(|| e.to_string())),
+                        };
+                        Ok(false)
+                    }
+                    Err(e) => Err(e.into()),
+                };
+            };
+            let local_key: Vec<Value> = table.key.iter().map(|&k| local[k].clone()).collect();
+            let tbl = p.tbl;
+            let local_place = value::encode_key(local_key.iter().map(Value::as_ref));
+            if attempt == 0 && self.changed_later.borrow().get(&tbl).is_some_and(|keys| keys.contains(&local_place)) {
+                // The value may be handed from that row to this one (its
+                // author changed both between two captures).
+                outcome.record = Record::Deferred;
+                return Ok(false);
+            }
+            let state = self.state.row(tbl, &local_place)?;
+            let Some(ours) =
+                state.as_ref().filter(|s| s.deleted.is_none()).map(|s| unique_version(table, s, &columns, peers))
+            else {
+                outcome.record = park_record(
+                    p,
+                    ParkReason::LocalEditPending,
+                    format!("clashes on UNIQUE({}) with a row added here since the last capture", columns.join(", ")),
+                );
+                return Ok(false);
+            };
+            let reason =
+                format!("UNIQUE({}): the same value here and at a peer; the older row stays", columns.join(", "));
+            let remote_image =
+                image_json(table.columns.iter().map(|c| c.name.clone()).zip(after.iter().map(|v| (*v).clone())));
+            let local_image = image_json(table.columns.iter().map(|c| c.name.clone()).zip(local.iter().cloned()));
+            if merge::compare_versions(ours, theirs, peers) == std::cmp::Ordering::Less {
+                outcome.conflicts.push(clash_conflict(
+                    table,
+                    p.change.key.clone(),
+                    (remote_image, theirs),
+                    (local_image, ours),
+                    peers,
+                    &reason,
+                ));
+                outcome.record = Record::Nothing;
+                return Ok(false);
+            }
+            if table.key.len() == 1 {
+                let key_column = &table.columns[table.key[0]].name;
+                let winner_key = after[table.key[0]];
+                constraints::repoint_children(
+                    self.user,
+                    self.constraints,
+                    &table.name,
+                    key_column,
+                    &local_key[0],
+                    winner_key,
+                )?;
+            }
+            delete_row(self.user, table, &local_key)?;
+            outcome.conflicts.push(clash_conflict(
+                table,
+                local_key,
+                (local_image, ours),
+                (remote_image, theirs),
+                peers,
+                &reason,
+            ));
+            outcome.side_effects = true;
+        }
+        outcome.record =
+            park_record(p, ParkReason::Refused, "clashes on more UNIQUE indexes than the table has".into());
+        Ok(false)
+    }
+
+    /// Where the row that `change` (a whole row with its birth) brings to
+    /// `key` lives here now, if elsewhere: its key there and its state.
+    pub(super) fn same_row_elsewhere(
+        &self,
+        table: &Table,
+        tbl: i64,
+        change: &RowChange,
+        key: &[u8],
+        peers: &Peers,
+    ) -> Result<Option<(Vec<u8>, RowState)>, ApplyError> {
+        let (Op::Row(_), Some(born), true) = (&change.op, change.born, table.integer_primary_key) else {
+            return Ok(None);
+        };
+        let birth_place = value::encode_key([rusqlite::types::ValueRef::Integer(born.key as i64)]);
+        let old = self.state.moved_to(tbl, born)?.unwrap_or(birth_place);
+        if old == key {
+            return Ok(None);
+        }
+        let Some(row) = self.state.row(tbl, &old)?.filter(|r| r.deleted.is_none()) else { return Ok(None) };
+        if merge::birth(table, &row).and_then(|b| b.to_wire(peers)) != Some(born) {
+            return Ok(None);
+        }
+        Ok(Some((old, row)))
+    }
+
+    /// Removes the copy of a row that moved from where it was here, quietly:
+    /// its author published the move, not a delete. A copy edited here since
+    /// the last capture stays; the edit follows the row to its new key.
+    pub(super) fn vacate_old_place(
+        &self,
+        table: &Table,
+        p: &Planned<'_>,
+        peers: &Peers,
+        outcome: &mut Outcome,
+    ) -> Result<(), ApplyError> {
+        let Some((old, row)) = self.same_row_elsewhere(table, p.tbl, &p.change, &p.key, peers)? else {
+            return Ok(());
+        };
+        let Ok(key_values) = value::decode_key(&old) else { return Ok(()) };
+        if read_row(self.user, table, &key_values)?.map(|v| row_hash(table, &v)) != Some(row.hash) {
+            return Ok(());
+        }
+        delete_row(self.user, table, &key_values)?;
+        outcome.vacated_elsewhere.push(old);
+        Ok(())
+    }
+
+    /// Moves the copy of a row here from where it was to the key its author
+    /// moved it to, keeping the edits made here that the author had not
+    /// seen and lost to none of its values (the merge decided which).
+    pub(super) fn move_here(
+        &self,
+        table: &Table,
+        p: &Planned<'_>,
+        from: &[u8],
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+        mut outcome: Outcome,
+    ) -> Result<Outcome, ApplyError> {
+        let park = |reason: ParkReason| park_record(p, reason, reason.describe().into());
+        // Nothing of the author's may win (its values are all older than
+        // the edits here): the row still moves.
+        let (columns, state) = match &p.decision.action {
+            Action::Write { insert: false, columns } => (columns.as_slice(), p.decision.new_state.clone()),
+            _ => (&[][..], p.local.clone()),
+        };
+        let (Some(mut state), Ok(old_key), Some(born)) = (state, value::decode_key(from), p.change.born) else {
+            return Ok(outcome);
+        };
+        let values = match read_row(self.user, table, &old_key)? {
+            Some(values) if Some(row_hash(table, &values)) == p.local.as_ref().map(|l| l.hash) => values,
+            _ => {
+                outcome.record = park(ParkReason::LocalEditPending);
+                return Ok(outcome);
+            }
+        };
+        if let Some(detail) = self.missing_parent(table, columns)? {
+            outcome.record = park_record(p, ParkReason::ParentMissing, detail);
+            return Ok(outcome);
+        }
+        // Clashes are looked for as the row is before the key changes, so
+        // that it does not clash with itself.
+        let mut unmoved: Vec<&Value> = values.iter().collect();
+        for (i, v) in columns {
+            unmoved[*i] = v;
+        }
+        let new_key = key_values_local(table, p.table, &p.change);
+        let key_column = table.key[0];
+        let mut writes: Vec<(usize, Value)> = columns.to_vec();
+        writes.push((key_column, new_key[0].clone()));
+        let written = self.with_unique_clashes(table, p, remote, peers, &unmoved, None, &mut outcome, || {
+            self.update_row(table, &old_key, &writes)
+        })?;
+        if !written {
+            return Ok(outcome);
+        }
+        let mut after = unmoved;
+        after[key_column] = &new_key[0];
+        complete_state(table, &after, &mut state);
+        outcome.record = Record::Put(state);
+        outcome.moves.push((born, p.key.clone(), None));
+        outcome.vacated_elsewhere.push(from.to_vec());
+        for note in &p.decision.conflicts {
+            outcome.conflicts.push(conflict_from(note, table, p, Some(&values), remote, peers));
+        }
+        Ok(outcome)
+    }
+
+    /// The other row holding a value of a UNIQUE index that `after` needs:
+    /// the index's columns and that row.
+    fn unique_clash(&self, table: &Table, after: &[&Value]) -> rusqlite::Result<Option<(Vec<String>, Vec<Value>)>> {
+        for index in self.constraints.unique(&table.name) {
+            let values: Option<Vec<&Value>> =
+                index.columns.iter().map(|c| table.column_index(c).map(|i| after[i])).collect();
+            let Some(values) = values else { continue };
+            if values.iter().any(|v| matches!(v, Value::Null)) {
+                continue;
+            }
+            let key: Vec<&Value> = table.key.iter().map(|&k| after[k]).collect();
+            let sql = format!(
+                "SELECT {} FROM main.{} WHERE {} AND NOT ({}) LIMIT 1",
+                table.select_list(),
+                quote_ident(&table.name),
+                constraints::equal_predicate(&index.columns),
+                table.key_predicate(index.columns.len() + 1)
+            );
+            let n = table.columns.len();
+            let row = self
+                .user
+                .prepare_cached(&sql)?
+                .query_row(rusqlite::params_from_iter(values.into_iter().chain(key)), |r| {
+                    (0..n).map(|i| Ok(Value::from_ref(r.get_ref(i)?))).collect::<rusqlite::Result<Vec<Value>>>()
+                })
+                .optional()?;
+            if let Some(row) = row {
+                return Ok(Some((index.columns.clone(), row)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// True when a row of any table refers to this row through a declared
+    /// foreign key on its key.
+    pub(super) fn is_referred_to(&self, table: &Table, key: &[Value]) -> rusqlite::Result<bool> {
+        let key_names = table.key_names();
+        for fk in self.constraints.referring_to(&table.name) {
+            if !fk.declared || fk.parent_columns != key_names {
+                continue;
+            }
+            let sql = format!(
+                "SELECT EXISTS(SELECT 1 FROM main.{} WHERE {})",
+                quote_ident(&fk.child),
+                constraints::equal_predicate(&fk.child_columns)
+            );
+            if self.user.prepare_cached(&sql)?.query_row(rusqlite::params_from_iter(key.iter()), |r| r.get(0))? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Why a write of these columns would leave a foreign key dangling.
+    pub(super) fn missing_parent(&self, table: &Table, columns: &[(usize, Value)]) -> rusqlite::Result<Option<String>> {
+        if self.constraints.declared_by(&table.name).next().is_none() {
+            return Ok(None);
+        }
+        let value_of = |name: &str| {
+            let i = table.column_index(name)?;
+            columns.iter().find(|(c, _)| *c == i).map(|(_, v)| v.clone())
+        };
+        constraints::missing_parent(self.user, self.constraints, &table.name, &value_of)
+    }
+
+    /// Moves the local row at integer key `from` to a key no peer's batch
+    /// in hand uses, with the rows that refer to it. Returns the new key.
+    pub(super) fn move_to_fresh_key(
+        &self,
+        table: &Table,
+        batch: &TableChanges,
+        from: &Value,
+    ) -> rusqlite::Result<Value> {
+        let key_column = &table.columns[table.key[0]].name;
+        let max_here: i64 = self.user.query_row(
+            &format!("SELECT coalesce(max({}), 0) FROM main.{}", quote_ident(key_column), quote_ident(&table.name)),
+            [],
+            |r| r.get(0),
+        )?;
+        let max_batch = batch
+            .changes
+            .iter()
+            .filter_map(|c| match c.key.first() {
+                Some(Value::Integer(i)) => Some(*i),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let to = Value::Integer(max_here.max(max_batch) + 1);
+        constraints::repoint_children(self.user, self.constraints, &table.name, key_column, from, &to)?;
+        self.user.execute(
+            &format!(
+                "UPDATE main.{} SET {} = ?1 WHERE {}",
+                quote_ident(&table.name),
+                quote_ident(key_column),
+                table.key_predicate(2)
+            ),
+            rusqlite::params![to, from],
+        )?;
+        Ok(to)
+    }
+
+    /// True for an insert whose row has arrived at another key since (it
+    /// waited here for the key while its author moved it; see [`merge`]).
+    pub(super) fn moved_elsewhere(
+        &self,
+        table: &Table,
+        tbl: i64,
+        change: &RowChange,
+        key: &[u8],
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+    ) -> Result<bool, ApplyError> {
+        let (Op::Insert(_), true, [made_at]) = (&change.op, table.integer_primary_key, change.key.as_slice()) else {
+            return Ok(false);
+        };
+        let Some(born) = Born::of(remote.body.clock, peers.peer_id(remote.author), table.birth_key(made_at.as_ref()))
+        else {
+            return Ok(false);
+        };
+        Ok(self.state.moved_to(tbl, born)?.is_some_and(|now| now != key))
+    }
+
+    /// A change about a row that moved off this key (two rows were made
+    /// with it; see [`merge`]) goes to where that row lives now.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn follow_move<'b>(
+        &self,
+        table: &Table,
+        tbl: i64,
+        change: &'b RowChange,
+        key: Vec<u8>,
+        local: Option<RowState>,
+        peers: &Peers,
+    ) -> Result<(Cow<'b, RowChange>, Vec<u8>, Option<RowState>), ApplyError> {
+        let unchanged = |key, local| Ok((Cow::Borrowed(change), key, local));
+        let Some(row) = local.as_ref() else { return unchanged(key, local) };
+        let Some(born) = change.born else { return unchanged(key, local) };
+        // A whole row is itself where its row lives now (moved there).
+        if matches!(change.op, Op::Insert(_) | Op::Row(_)) || !merge::born_elsewhere(table, row, Some(born), peers) {
+            return unchanged(key, local);
+        }
+        let Some(moved) = self.state.moved_to(tbl, born)?.filter(|m| *m != key) else { return unchanged(key, local) };
+        let Ok(key_values) = value::decode_key(&moved) else { return unchanged(key, local) };
+        let local = self.state.row(tbl, &moved)?;
+        Ok((Cow::Owned(RowChange { key: key_values, op: change.op.clone(), born: change.born }), moved, local))
+    }
+}
+
+/// The newest version among a row's columns of a UNIQUE index: when its
+/// value there came to be.
+fn unique_version(table: &Table, row: &RowState, columns: &[String], peers: &Peers) -> Version {
+    let newest = columns
+        .iter()
+        .filter_map(|c| row.col(value::hash_name(c)))
+        .map(|c| c.version)
+        .max_by(|a, b| merge::compare_versions(*a, *b, peers));
+    let birth = table.key_name_hashes().first().and_then(|h| row.col(*h)).map(|c| c.version);
+    newest.or(birth).unwrap_or_default()
+}
+
+/// A UNIQUE clash for the conflict log: `(image, version)` of each side.
+fn clash_conflict(
+    table: &Table,
+    key: Vec<Value>,
+    loser: (String, Version),
+    winner: (String, Version),
+    peers: &Peers,
+    reason: &str,
+) -> Conflict {
+    Conflict {
+        id: 0,
+        at_ms: crate::hlc::wall_ms() as i64,
+        table: table.name.clone(),
+        key,
+        column: None,
+        loser: Some(loser.0),
+        winner: Some(winner.0),
+        loser_clock: loser.1.clock,
+        loser_peer: peers.peer_id(loser.1.peer).to_string(),
+        winner_clock: winner.1.clock,
+        winner_peer: peers.peer_id(winner.1.peer).to_string(),
+        reason: reason.to_string(),
+    }
+}
