@@ -629,18 +629,12 @@ impl<'a> Applier<'a> {
             Action::RecordOnly => {
                 outcome.record = Record::Put(p.decision.new_state.clone().expect("record has a state"))
             }
-            Action::KeepAndRepublish => {
-                // Only the key columns' states stay, with the row's birth:
-                // capture then sends every other column, as a whole row.
-                let cols = p.local.as_ref().map(|l| state::key_cols(&l.cols, table)).unwrap_or_default();
-                outcome.record = Record::Republish(RowState { hash: 0, deleted: None, cols });
-            }
+            Action::KeepAndRepublish => outcome.record = Record::Republish(to_publish_whole(table, p.local.as_ref())),
             Action::Park(r) => {
-                let detail = match r {
-                    ParkReason::SchemaMismatch => format!("table {}: key columns differ here", table.name),
-                    _ => r.describe().to_string(),
+                outcome.record = match r {
+                    ParkReason::SchemaMismatch => park(*r, format!("table {}: key columns differ here", table.name)),
+                    _ => park_described(p, *r),
                 };
-                outcome.record = park(*r, detail);
             }
             Action::Write { insert: false, columns } => {
                 let current = read_row(self.user, table, &key_values)?;
@@ -668,8 +662,7 @@ impl<'a> Applier<'a> {
                         local_image = Some(values);
                     }
                     _ => {
-                        outcome.record =
-                            park(ParkReason::LocalEditPending, ParkReason::LocalEditPending.describe().into());
+                        outcome.record = park_described(p, ParkReason::LocalEditPending);
                         return Ok(outcome);
                     }
                 }
@@ -680,7 +673,7 @@ impl<'a> Applier<'a> {
                 // it is ours whatever it holds.
                 let just_moved = p.local.as_ref().is_some_and(|l| l.hash == 0 && l.cols.len() == table.key.len());
                 if !just_moved && current.as_ref().map(|v| row_hash(table, v)) != p.local.as_ref().map(|l| l.hash) {
-                    outcome.record = park(ParkReason::LocalEditPending, ParkReason::LocalEditPending.describe().into());
+                    outcome.record = park_described(p, ParkReason::LocalEditPending);
                     return Ok(outcome);
                 }
                 if let Some(detail) = self.missing_parent(table, columns)? {
@@ -689,12 +682,11 @@ impl<'a> Applier<'a> {
                 }
                 let to = self.move_to_fresh_key(table, p.table, &key_values[0])?;
                 // The moved row stays the same row: its state goes along,
-                // emptied so that capture publishes it whole at its new key.
-                let own = p.local.as_ref().map(|l| state::key_cols(&l.cols, table)).unwrap_or_default();
+                // so that capture publishes it whole at its new key.
                 let born = p.local.as_ref().and_then(|l| merge::birth(table, l)).and_then(|b| b.to_wire(peers));
                 if let Some(born) = born {
                     let new_key = value::encode_key([to.as_ref()]);
-                    outcome.moves.push((born, new_key, Some(RowState { hash: 0, deleted: None, cols: own })));
+                    outcome.moves.push((born, new_key, Some(to_publish_whole(table, p.local.as_ref()))));
                 }
                 tracing::info!(table = %table.name, from = %key_values[0].to_json(), to = %to.to_json(),
                     "a peer made a row with the same key first: the row made here moved to a new key");
@@ -716,8 +708,7 @@ impl<'a> Applier<'a> {
                             // Rows here still refer to it (made concurrently
                             // with the delete): it stays, and goes out whole
                             // so the peers that deleted it get it back.
-                            let cols = p.local.as_ref().map(|l| state::key_cols(&l.cols, table)).unwrap_or_default();
-                            outcome.record = Record::Republish(RowState { hash: 0, deleted: None, cols });
+                            outcome.record = Record::Republish(to_publish_whole(table, p.local.as_ref()));
                             let note = ConflictNote {
                                 column: None,
                                 loser: Loser::Remote(Vec::new()),
@@ -738,8 +729,7 @@ impl<'a> Applier<'a> {
                     }
                     None => {}
                     Some(_) => {
-                        outcome.record =
-                            park(ParkReason::LocalEditPending, ParkReason::LocalEditPending.describe().into());
+                        outcome.record = park_described(p, ParkReason::LocalEditPending);
                         return Ok(outcome);
                     }
                 }
@@ -831,6 +821,18 @@ fn in_apply_order<'b>(body: &'b BatchBody, constraints: &Constraints) -> Vec<(us
 
 fn park_record(p: &Planned<'_>, reason: ParkReason, detail: String) -> Record {
     Record::Park { table: single_change(p.table, &p.change), reason, detail }
+}
+
+/// Parked, with the reason's own words.
+fn park_described(p: &Planned<'_>, reason: ParkReason) -> Record {
+    park_record(p, reason, reason.describe().into())
+}
+
+/// The state of a row kept here that the next capture publishes whole: only
+/// the key columns' states stay, with the row's birth.
+fn to_publish_whole(table: &Table, local: Option<&RowState>) -> RowState {
+    let cols = local.map(|l| state::key_cols(&l.cols, table)).unwrap_or_default();
+    RowState { hash: 0, deleted: None, cols }
 }
 
 fn park_plan<'b>(t: &'b TableChanges, c: &'b RowChange, tbl: i64, reason: ParkReason) -> Planned<'b> {

@@ -5,7 +5,10 @@
 //! (declared or configured) that must never dangle or be left behind.
 
 use super::{Applier, ApplyError, KEY_TAKEN, Outcome, ParkReason, Peers, Planned, Record};
-use super::{complete_state, conflict_from, delete_row, image_json, key_values_local, park_record, read_row, row_hash};
+use super::{
+    complete_state, conflict_from, delete_row, image_json, key_values_local, park_described, park_record, read_row,
+    row_hash,
+};
 use crate::batch::{Born, Op, RowChange, TableChanges};
 use crate::constraints;
 use crate::merge::{self, Action, PeerBook, RemoteBatch};
@@ -183,7 +186,6 @@ impl Applier<'_> {
         peers: &Peers,
         mut outcome: Outcome,
     ) -> Result<Outcome, ApplyError> {
-        let park = |reason: ParkReason| park_record(p, reason, reason.describe().into());
         // Nothing of the author's may win (its values are all older than
         // the edits here): the row still moves.
         let (columns, state) = match &p.decision.action {
@@ -196,7 +198,7 @@ impl Applier<'_> {
         let values = match read_row(self.user, table, &old_key)? {
             Some(values) if Some(row_hash(table, &values)) == p.local.as_ref().map(|l| l.hash) => values,
             _ => {
-                outcome.record = park(ParkReason::LocalEditPending);
+                outcome.record = park_described(p, ParkReason::LocalEditPending);
                 return Ok(outcome);
             }
         };
