@@ -45,6 +45,8 @@ pub enum ApplyError {
     Sqlite(#[from] rusqlite::Error),
     #[error("a parked change does not decode: {0}")]
     BadParked(String),
+    #[error("the batch being applied when syncd stopped does not decode: {0}")]
+    BadInflight(String),
     /// The other half of a chunk's write-and-record stopped (its own error
     /// is the one reported).
     #[error("the chunk was neither written nor recorded in full")]
@@ -207,6 +209,23 @@ struct Outcome {
     moves: Vec<(Born, Vec<u8>, Option<RowState>)>,
     /// Keys a moved row left here: recorded as free, published as nothing.
     vacated_elsewhere: Vec<Vec<u8>>,
+}
+
+impl Outcome {
+    /// Nothing done yet for this planned change.
+    fn of(p: &Planned<'_>) -> Outcome {
+        Outcome {
+            tbl: p.tbl,
+            key: p.key.clone(),
+            record: Record::Nothing,
+            conflicts: Vec::new(),
+            side_effects: false,
+            moved: false,
+            vacated: false,
+            moves: Vec::new(),
+            vacated_elsewhere: Vec::new(),
+        }
+    }
 }
 
 enum Record {
@@ -590,17 +609,7 @@ impl<'a> Applier<'a> {
     }
 
     fn carry_out(&self, p: &Planned<'_>, remote: &RemoteBatch<'_>, peers: &Peers) -> Result<Outcome, ApplyError> {
-        let mut outcome = Outcome {
-            tbl: p.tbl,
-            key: p.key.clone(),
-            record: Record::Nothing,
-            conflicts: Vec::new(),
-            side_effects: false,
-            moved: false,
-            vacated: false,
-            moves: Vec::new(),
-            vacated_elsewhere: Vec::new(),
-        };
+        let mut outcome = Outcome::of(p);
         let park = |reason: ParkReason, detail: String| park_record(p, reason, detail);
         let table = self.tables.get(&p.table.table);
         let (table, key_values) = match table {
@@ -1000,15 +1009,77 @@ fn conflict_from(
     }
 }
 
+/// The batch an interrupted apply was applying: the state keeps the file as
+/// it came from the hub (compressed, and checked again here). A state written
+/// by syncd 0.1 before that kept the decoded body instead.
+fn inflight_body(inflight: &crate::state::Inflight, database: &str) -> Result<BatchBody, String> {
+    let expect = crate::container::Expect {
+        kind: crate::container::FileKind::Batch,
+        database,
+        peer_id: Some(&inflight.peer_id),
+        seq: Some(inflight.seq),
+    };
+    match crate::container::decode(&inflight.body, &expect) {
+        Ok((_, body)) => BatchBody::decode(&body).map_err(|e| e.to_string()),
+        Err(e) => BatchBody::decode(&inflight.body).map_err(|_| e.to_string()),
+    }
+}
+
+impl Applier<'_> {
+    /// What carrying `p` out did, if its writes reached the user's database
+    /// before a crash (planned against the state as it was then).
+    fn reached(&self, table: &Table, p: &Planned<'_>, peers: &Peers) -> Result<Option<Outcome>, ApplyError> {
+        let now = read_row(self.user, table, &key_values_local(table, p.table, &p.change))?;
+        let same = |columns: &[(usize, Value)], values: &[Value]| {
+            columns.iter().all(|(i, v)| value::hash_value(values[*i].as_ref()) == value::hash_value(v.as_ref()))
+        };
+        let mut outcome = Outcome::of(p);
+        let state = match (&p.decision.action, now) {
+            (Action::Write { columns, .. }, Some(values)) if same(columns, &values) => {
+                let mut s = p.decision.new_state.clone().expect("write has a state");
+                complete_state(table, &values, &mut s);
+                s
+            }
+            // A row moved here from its old key with nothing of the
+            // author's winning.
+            (Action::Skip, Some(values)) if p.from.is_some() => {
+                let Some(mut s) = p.local.clone() else { return Ok(None) };
+                complete_state(table, &values, &mut s);
+                s
+            }
+            (Action::Delete, None) => p.decision.new_state.clone().expect("delete has a state"),
+            _ => return Ok(None),
+        };
+        outcome.record = Record::Put(state);
+        // A moved row's old place, emptied by the apply (see
+        // `vacate_old_place` and `move_here`): recorded free, or the next
+        // capture would publish the row's copy there as deleted.
+        if let (Op::Row(_), Some(born)) = (&p.change.op, p.change.born) {
+            let old = match &p.from {
+                Some(from) => Some(from.clone()),
+                None => self.same_row_elsewhere(table, p.tbl, &p.change, &p.key, peers)?.map(|(old, _)| old),
+            };
+            outcome.moves.push((born, p.key.clone(), None));
+            if let Some(old) = old
+                && let Ok(old_values) = value::decode_key(&old)
+                && read_row(self.user, table, &old_values)?.is_none()
+            {
+                outcome.vacated_elsewhere.push(old);
+            }
+        }
+        Ok(Some(outcome))
+    }
+}
+
 /// After a crash between writing the user's database and recording it in
 /// the state: records the pending writes that did reach the database.
 /// Those that did not are applied again when the batch resumes.
-pub fn recover_inflight(ap: &mut Applier<'_>, author_name: &str) -> Result<(), ApplyError> {
+pub fn recover_inflight(ap: &mut Applier<'_>, database: &str, author_name: &str) -> Result<(), ApplyError> {
     let Some(inflight) = ap.state.inflight()? else { return Ok(()) };
     if inflight.pending_end <= inflight.done {
         return Ok(());
     }
-    let body = BatchBody::decode(&inflight.body).map_err(|e| ApplyError::BadParked(e.to_string()))?;
+    let body = inflight_body(&inflight, database).map_err(ApplyError::BadInflight)?;
     let author = ap.state.peer_index(&inflight.peer_id)?;
     let peers = ap.peers();
     let remote = RemoteBatch { body: &body, author, author_name };
@@ -1020,29 +1091,14 @@ pub fn recover_inflight(ap: &mut Applier<'_>, author_name: &str) -> Result<(), A
     for &(t, c) in &flat[range] {
         let p = ap.plan(&tables[t], c, &remote, &peers)?;
         let Some(table) = ap.tables.get(&tables[t].changes.table) else { continue };
-        let key = key_values_local(table, tables[t].changes, c);
-        let now = read_row(ap.user, table, &key)?;
-        let state = match (&p.decision.action, now) {
-            (Action::Write { columns, .. }, Some(values))
-                if columns
-                    .iter()
-                    .all(|(i, v)| value::hash_value(values[*i].as_ref()) == value::hash_value(v.as_ref())) =>
-            {
-                let mut s = p.decision.new_state.clone().expect("write has a state");
-                complete_state(table, &values, &mut s);
-                Some(s)
-            }
-            (Action::Delete, None) => p.decision.new_state.clone(),
-            _ => None,
-        };
-        if let Some(s) = state {
-            reached.push((p.tbl, p.key.clone(), s));
+        if let Some(outcome) = ap.reached(table, &p, &peers)? {
+            reached.push(outcome);
         }
     }
     let done = inflight.done;
     ap.state.transaction(|s| -> Result<(), ApplyError> {
-        for (tbl, key, row) in &reached {
-            s.put_row(*tbl, key, row)?;
+        for outcome in &reached {
+            record(s, outcome, &remote, &inflight.peer_id, &mut ApplyStats::default())?;
         }
         s.set_inflight_progress(done, done)?;
         Ok(())

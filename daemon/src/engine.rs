@@ -85,7 +85,8 @@ enum Fetched {
     Unusable(String),
     Batch {
         header: Box<container::Header>,
-        body_bytes: Vec<u8>,
+        /// The file as read: what the state keeps while it is applied.
+        file: Vec<u8>,
         body: BatchBody,
     },
 }
@@ -102,7 +103,7 @@ fn fetch_batch(hub: &dyn Hub, path: &str, database: &str, peer: &str, seq: u64) 
         Err(e) => return Ok(Fetched::Unusable(e.to_string())),
     };
     Ok(match BatchBody::decode(&body_bytes) {
-        Ok(body) => Fetched::Batch { header: Box::new(header), body_bytes, body },
+        Ok(body) => Fetched::Batch { header: Box::new(header), file: bytes, body },
         Err(e) => Fetched::Unusable(e.to_string()),
     })
 }
@@ -360,9 +361,9 @@ impl Engine {
         let Some(inflight) = self.state.inflight()? else { return Ok(()) };
         let name = self.peer_names.get(&inflight.peer_id).cloned().unwrap_or_default();
         let config = self.config.clone();
-        let policy_for = move |t: &str| config.policy_for(t);
+        let policy_for = |t: &str| config.policy_for(t);
         let mut ap = self.applier(tables, &policy_for)?;
-        apply::recover_inflight(&mut ap, &name)?;
+        apply::recover_inflight(&mut ap, &config.name, &name)?;
         Ok(())
     }
 
@@ -533,7 +534,7 @@ impl Engine {
                 Some((s, reading)) if s == seq => reading.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
                 _ => fetch_batch(&*self.hub, &path, &self.config.name, peer, seq)?,
             };
-            let (header, body_bytes, body) = match fetched {
+            let (header, file, body) = match fetched {
                 Fetched::Missing => {
                     blocked = true;
                     continue;
@@ -545,7 +546,7 @@ impl Engine {
                     self.skip(report, path, why);
                     continue;
                 }
-                Fetched::Batch { header, body_bytes, body } => (header, body_bytes, body),
+                Fetched::Batch { header, file, body } => (header, file, body),
             };
             if let Some(next) = entries.peek()
                 && names::classify(&next.name) == NameKind::Batch(seq + 1)
@@ -558,7 +559,7 @@ impl Engine {
             self.peer_names.insert(peer.to_string(), header.peer_name.clone());
             let span = info_span!("apply", peer = %header.peer_name, seq);
             let _g = span.enter();
-            self.state.transaction(|s| s.begin_inflight(peer, seq, &body_bytes))?;
+            self.state.transaction(|s| s.begin_inflight(peer, seq, &file))?;
             let config = self.config.clone();
             let policy_for = move |t: &str| config.policy_for(t);
             self.state.set_durable(false)?;

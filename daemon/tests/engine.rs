@@ -293,6 +293,32 @@ fn a_crash_between_capture_and_publish_loses_nothing() {
 }
 
 #[test]
+fn a_crash_between_writing_the_database_and_recording_it_loses_and_republishes_nothing() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    b.exec("INSERT INTO items(id, name) VALUES (100, 'b own');");
+    b.sync();
+    let before = b.state_file();
+    a.exec("INSERT INTO items(id, name, qty) VALUES (1, 'one', 1), (2, 'two', 2), (3, 'three', 3);");
+    a.sync();
+    b.sync();
+    assert_eq!(b.one("SELECT count(*) FROM items"), "Integer(4)");
+    let author = a.engine().identity.peer_id.clone();
+    let batch = hub.batches().into_iter().find(|p| p.to_string_lossy().contains(&author)).unwrap();
+    b.crash_after_user_commit(&before, &author, 1, &batch);
+    let report = b.sync();
+    // Without recovery, the three rows would look like b's own new rows.
+    assert_eq!(report.captured, 0, "recovered rows are not b's changes: {report:?}");
+    assert_eq!(report.applied.conflicts, 0, "{report:?}");
+    assert_eq!(b.one("SELECT count(*) FROM items"), "Integer(4)");
+    a.exec("UPDATE items SET qty = 20 WHERE id = 2;");
+    settle(&mut [&mut a, &mut b], 2);
+    assert_eq!(a.content(), b.content());
+    assert_eq!(b.one("SELECT qty FROM items WHERE id = 2"), "Integer(20)");
+    assert!(b.conflicts().is_empty());
+}
+
+#[test]
 fn three_peers_converge() {
     let hub = Hub::new();
     let (mut a, mut b, mut c) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"), Peer::new(&hub, "c"));

@@ -438,3 +438,35 @@ fn an_edit_made_here_to_a_row_its_author_moves_meanwhile_goes_along() {
     assert_converged(&ps);
     assert_eq!(notes(&ps[1]), ["Text(\"from a\")|Text(\"edited on b\")", "Text(\"from c\")|Text(\"older\")"]);
 }
+
+#[test]
+fn a_crash_while_a_moved_row_arrives_neither_loses_it_nor_publishes_its_old_place() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    ps[2].exec("INSERT INTO notes VALUES (1, 'from c', 'older');");
+    let before_c = hub.files();
+    ps[2].sync();
+    let late = delay_batches(&hub, &before_c, &mut ps[2]);
+    ps[0].exec("INSERT INTO notes VALUES (1, 'from a', 'younger');");
+    ps[0].sync();
+    ps[1].sync();
+    drop(late);
+    // a meets c's older note and moves its own; b gets only the move.
+    let before_move = hub.files();
+    ps[0].sync();
+    let a_id = ps[0].engine().identity.peer_id.clone();
+    let moved: Vec<_> =
+        hub.files().into_iter().filter(|f| !before_move.contains(f) && f.to_string_lossy().contains(&a_id)).collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    let late = delay_batches(&hub, &before_c, &mut ps[2]);
+    let state = ps[1].state_file();
+    ps[1].sync();
+    assert_eq!(ps[1].rows("SELECT id, title FROM notes"), ["Integer(2)|Text(\"from a\")"]);
+    ps[1].crash_after_user_commit(&state, &a_id, 2, &moved[0]);
+    let report = ps[1].sync();
+    assert_eq!(report.captured, 0, "the move is not b's change: {report:?}");
+    drop(late);
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert_eq!(notes(&ps[1]), ["Text(\"from a\")|Text(\"younger\")", "Text(\"from c\")|Text(\"older\")"]);
+}

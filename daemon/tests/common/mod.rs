@@ -118,6 +118,31 @@ impl Peer {
         self.engine = None;
     }
 
+    /// The state file, the engine closed first (its WAL folded in).
+    pub fn state_file(&mut self) -> Vec<u8> {
+        self.crash();
+        std::fs::read(self.config.state_dir().join("main.state.sqlite")).unwrap()
+    }
+
+    /// Leaves the state as a crash does after the user's database committed
+    /// the writes of `author`'s batch `seq` (the hub file `batch`) and before
+    /// the state recorded them: `before` is the state file from before.
+    pub fn crash_after_user_commit(&mut self, before: &[u8], author: &str, seq: u64, batch: &Path) {
+        self.crash();
+        let state = self.config.state_dir().join("main.state.sqlite");
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(state.with_file_name(format!("main.state.sqlite{suffix}")));
+        }
+        std::fs::write(&state, before).unwrap();
+        Connection::open(&state)
+            .unwrap()
+            .execute(
+                "INSERT INTO inflight(peer_id, seq, body, done, pending_end) VALUES(?1, ?2, ?3, 0, 1000000)",
+                rusqlite::params![author, seq as i64, std::fs::read(batch).unwrap()],
+            )
+            .unwrap();
+    }
+
     /// Rows of a query as text lines, for comparing peers.
     pub fn rows(&self, sql: &str) -> Vec<String> {
         let c = self.app();
