@@ -18,7 +18,7 @@ use crate::config::Policy;
 use crate::constraints::Constraints;
 use crate::merge::{self, Action, ColumnMap, ConflictNote, Decision, Loser, ParkReason, PeerBook, RemoteBatch};
 use crate::schema::{Table, quote_ident};
-use crate::state::{self, ColState, Conflict, Cursor, RowState, State, Version};
+use crate::state::{self, ColState, Conflict, Cursor, RowState, RowWriter, State, Version};
 use crate::value::{self, Value};
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -502,8 +502,9 @@ impl<'a> Applier<'a> {
                     for message in receiver {
                         match message {
                             ToRecord::Outcomes(outcomes) => {
+                                let mut rows = s.row_writer()?;
                                 for o in &outcomes {
-                                    record(s, o, remote, author_id, &mut stats)?;
+                                    record(s, &mut rows, o, remote, author_id, &mut stats)?;
                                 }
                             }
                             ToRecord::UserCommitted => {
@@ -753,7 +754,8 @@ impl<'a> Applier<'a> {
 }
 
 fn record(
-    s: &mut State,
+    s: &State,
+    rows: &mut RowWriter<'_>,
     o: &Outcome,
     remote: &RemoteBatch<'_>,
     author_id: &str,
@@ -761,10 +763,10 @@ fn record(
 ) -> Result<(), ApplyError> {
     let free = RowState { hash: 0, deleted: Some(Version::default()), cols: Vec::new() };
     if o.vacated {
-        s.put_row(o.tbl, &o.key, &free)?;
+        rows.put(o.tbl, &o.key, &free)?;
     }
     for key in &o.vacated_elsewhere {
-        s.put_row(o.tbl, key, &free)?;
+        rows.put(o.tbl, key, &free)?;
     }
     if o.moved {
         stats.moved += 1;
@@ -772,7 +774,7 @@ fn record(
     for (born, key, row) in &o.moves {
         s.record_move(o.tbl, *born, key)?;
         if let Some(row) = row {
-            s.put_row(o.tbl, key, row)?;
+            rows.put(o.tbl, key, row)?;
         }
     }
     stats.needs_capture |= o.side_effects;
@@ -780,14 +782,14 @@ fn record(
         // Deferred changes are carried out again before they are recorded.
         Record::Nothing | Record::Deferred => {}
         Record::Put(row) => {
-            s.put_row(o.tbl, &o.key, row)?;
+            rows.put(o.tbl, &o.key, row)?;
             for (born, _, _) in &o.moves {
                 s.forget_key_collision(o.tbl, *born)?;
             }
             stats.applied += 1;
         }
         Record::Republish(row) => {
-            s.put_row(o.tbl, &o.key, row)?;
+            rows.put(o.tbl, &o.key, row)?;
             stats.needs_capture = true;
         }
         Record::Park { table, reason, detail } => {
@@ -1097,9 +1099,11 @@ pub fn recover_inflight(ap: &mut Applier<'_>, database: &str, author_name: &str)
     }
     let done = inflight.done;
     ap.state.transaction(|s| -> Result<(), ApplyError> {
+        let mut rows = s.row_writer()?;
         for outcome in &reached {
-            record(s, outcome, &remote, &inflight.peer_id, &mut ApplyStats::default())?;
+            record(s, &mut rows, outcome, &remote, &inflight.peer_id, &mut ApplyStats::default())?;
         }
+        drop(rows);
         s.set_inflight_progress(done, done)?;
         Ok(())
     })?;

@@ -338,6 +338,8 @@ impl Engine {
             // Only applied changes are recorded through it: a commit lost
             // to a power cut is redone from the batch.
             recorder.set_durable(false)?;
+            // Its commits leave the WAL to the checkpoint after the merge.
+            recorder.pause_checkpoints()?;
             // A chunk's rows fit in memory until they commit: the default
             // cache (2 MB) would spill them to the WAL and read them back.
             recorder.connection().pragma_update(None, "cache_size", -16 * 1024)?;
@@ -443,13 +445,32 @@ impl Engine {
             self.read_heartbeats()?;
         }
         let mut still_skipped = std::collections::BTreeSet::new();
+        self.state.pause_checkpoints()?;
+        let merged = self.merge_peers(tables, report, &mut still_skipped);
+        self.state.resume_checkpoints()?;
+        merged?;
+        // Files that are no longer a problem (repaired, removed) are
+        // reported again if they ever break again.
+        let db = self.config.name.clone();
+        self.health.skipped.retain(|path, _| {
+            !path.starts_with(&format!("{db}/")) || still_skipped.contains(path) || !path.contains("/changes/")
+        });
+        Ok(())
+    }
+
+    fn merge_peers(
+        &mut self,
+        tables: &BTreeMap<String, Table>,
+        report: &mut CycleReport,
+        still_skipped: &mut std::collections::BTreeSet<String>,
+    ) -> Result<(), EngineError> {
         let mut rejoined = false;
         loop {
             let cursors = self.state.cursors()?;
             let mut behind = None;
             for peer in self.peer_folders(report)? {
                 let cursor = cursors.get(&peer).copied().unwrap_or_default();
-                if let Some(missing) = self.merge_peer(&peer, cursor, tables, report, &mut still_skipped)? {
+                if let Some(missing) = self.merge_peer(&peer, cursor, tables, report, still_skipped)? {
                     behind.get_or_insert((peer, missing));
                 }
             }
@@ -459,20 +480,13 @@ impl Engine {
                 Some((peer, missing)) if !rejoined => {
                     rejoined = true;
                     if !self.join_if_needed(Some((&peer, missing)))? {
-                        break;
+                        return Ok(());
                     }
                     still_skipped.clear();
                 }
-                _ => break,
+                _ => return Ok(()),
             }
         }
-        // Files that are no longer a problem (repaired, removed) are
-        // reported again if they ever break again.
-        let db = self.config.name.clone();
-        self.health.skipped.retain(|path, _| {
-            !path.starts_with(&format!("{db}/")) || still_skipped.contains(path) || !path.contains("/changes/")
-        });
-        Ok(())
     }
 
     fn merge_peer(

@@ -113,6 +113,23 @@ impl RowState {
     }
 }
 
+const PUT_ROW: &str =
+    "INSERT OR REPLACE INTO rows(tbl, key, hash, del_clock, del_peer, cols) VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// Writes rows' states (see [`State::row_writer`]).
+pub struct RowWriter<'s>(rusqlite::CachedStatement<'s>);
+
+impl RowWriter<'_> {
+    pub fn put(&mut self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
+        let (del_clock, del_peer) = match row.deleted {
+            Some(v) => (Some(v.clock as i64), Some(v.peer)),
+            None => (None, None),
+        };
+        self.0.execute(params![tbl, key, row.hash as i64, del_clock, del_peer, row.encode_cols()])?;
+        Ok(())
+    }
+}
+
 /// How far this peer has applied another peer's batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cursor {
@@ -223,6 +240,18 @@ impl State {
         self.conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
     }
 
+    /// Leaves the WAL to [`Self::resume_checkpoints`]: catching up on many
+    /// batches would otherwise copy it into the file after each one.
+    pub fn pause_checkpoints(&self) -> Result<()> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)
+    }
+
+    /// Checkpoints what the WAL holds and goes back to SQLite's default.
+    pub fn resume_checkpoints(&self) -> Result<()> {
+        self.conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+        self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+    }
+
     /// Runs `f` in one write transaction of the state.
     pub fn transaction<T, E: From<rusqlite::Error>>(
         &mut self,
@@ -321,16 +350,13 @@ impl State {
     }
 
     pub fn put_row(&self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
-        let (del_clock, del_peer) = match row.deleted {
-            Some(v) => (Some(v.clock as i64), Some(v.peer)),
-            None => (None, None),
-        };
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO rows(tbl, key, hash, del_clock, del_peer, cols) VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![tbl, key, row.hash as i64, del_clock, del_peer, row.encode_cols()])?;
-        Ok(())
+        RowWriter(self.conn.prepare_cached(PUT_ROW)?).put(tbl, key, row)
+    }
+
+    /// A writer of many rows with one prepared statement: what recording an
+    /// applied chunk's tens of thousands of rows needs.
+    pub fn row_writer(&self) -> Result<RowWriter<'_>> {
+        Ok(RowWriter(self.conn.prepare_cached(PUT_ROW)?))
     }
 
     /// The encoded column states of a row (see [`decode_cols`]), empty if
