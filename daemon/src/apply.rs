@@ -152,8 +152,9 @@ pub struct SqlKey {
 
 /// Where a batch being applied came from.
 pub enum Origin {
-    /// A batch from the hub: its cursor advances when it is done.
-    Batch { seq: u64 },
+    /// A batch from the hub: its cursor advances when it is done, and the
+    /// clock (`hlc`, having seen the batch's) is kept with it.
+    Batch { seq: u64, hlc: u64 },
     /// A parked change retried: it leaves the parked list when it is done.
     Parked { id: i64 },
 }
@@ -388,9 +389,10 @@ impl<'a> Applier<'a> {
             }
             let finish = |s: &mut State| -> Result<(), ApplyError> {
                 match origin {
-                    Origin::Batch { seq } => {
+                    Origin::Batch { seq, hlc } => {
                         if is_last {
                             s.set_cursor(author_id, Cursor { seq, clock: body.clock })?;
+                            s.set_meta("hlc", hlc as i64)?;
                             s.end_inflight()?;
                         } else {
                             s.set_inflight_progress(done as u64, done as u64)?;

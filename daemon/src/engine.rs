@@ -577,14 +577,14 @@ impl Engine {
             let config = self.config.clone();
             let policy_for = move |t: &str| config.policy_for(t);
             self.state.set_durable(false)?;
+            self.hlc.observe(body.clock);
+            let origin = Origin::Batch { seq, hlc: self.hlc.last() };
             let stats = {
                 let mut ap = self.applier(tables, &policy_for)?;
-                ap.apply_batch(peer, &header.peer_name, &body, Origin::Batch { seq }, 0)
+                ap.apply_batch(peer, &header.peer_name, &body, origin, 0)
             };
             self.state.set_durable(true)?;
             let stats = stats?;
-            self.hlc.observe(body.clock);
-            self.state.set_meta("hlc", self.hlc.last() as i64)?;
             report.applied += stats;
             expected += 1;
         }
