@@ -133,6 +133,9 @@ pub struct Applier<'a> {
     /// Rows (table, key) the chunk being written changes further on: a
     /// UNIQUE value one of them holds may be on its way out.
     pub changed_later: std::cell::RefCell<HashMap<i64, std::collections::HashSet<Vec<u8>>>>,
+    /// UNIQUE values moved out of the way while rows hand them around,
+    /// by (table, key): the row is still as captured, with these values.
+    pub set_aside: std::cell::RefCell<HashMap<(i64, Vec<u8>), Vec<(usize, Value)>>>,
 }
 
 /// What the recording thread receives.
@@ -574,6 +577,8 @@ impl<'a> Applier<'a> {
                 }
                 let outcome = self.carry_out(p, remote, peers)?;
                 if matches!(outcome.record, Record::Deferred) {
+                    // It changes further on still: rows may wait for it.
+                    self.changed_later.borrow_mut().entry(p.tbl).or_default().insert(p.key.clone());
                     deferred.push(p);
                 } else {
                     deliver(outcome)?;
@@ -585,13 +590,10 @@ impl<'a> Applier<'a> {
                     began = Instant::now();
                 }
             }
-            // Every other change is done: a clash now is one.
-            for p in deferred {
-                deliver(self.carry_out(p, remote, peers)?)?;
-            }
-            Ok(())
+            self.carry_out_deferred(deferred, remote, peers, &mut deliver)
         })();
         self.changed_later.borrow_mut().clear();
+        self.set_aside.borrow_mut().clear();
         if needs_write {
             match result {
                 Ok(()) => {
@@ -649,7 +651,7 @@ impl<'a> Applier<'a> {
                 };
             }
             Action::Write { insert: false, columns } => {
-                let current = read_row(self.user, table, &key_values)?;
+                let current = read_row(self.user, table, &key_values)?.map(|row| self.as_captured(p, row));
                 let known_hash = p.local.as_ref().map(|l| l.hash);
                 match current {
                     Some(values) if Some(row_hash(table, &values)) == known_hash => {

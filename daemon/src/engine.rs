@@ -356,6 +356,7 @@ impl Engine {
             constraints,
             recorder: std::cell::RefCell::new(self.recorder.as_mut().expect("just opened")),
             changed_later: Default::default(),
+            set_aside: Default::default(),
         })
     }
 

@@ -470,3 +470,80 @@ fn a_crash_while_a_moved_row_arrives_neither_loses_it_nor_publishes_its_old_plac
     assert_converged(&ps);
     assert_eq!(notes(&ps[1]), ["Text(\"from a\")|Text(\"younger\")", "Text(\"from c\")|Text(\"older\")"]);
 }
+
+#[test]
+fn two_rows_that_swap_a_unique_value_between_two_captures_swap_everywhere() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    ps[0].exec(
+        "INSERT INTO bookmarks VALUES (1, 'https://one.example/', 'one');
+         INSERT INTO bookmarks VALUES (2, 'https://two.example/', 'two');",
+    );
+    settle_all(&mut ps);
+    // `url` is NOT NULL: the application swaps through a third value, and
+    // syncd sets one row's value aside the same way where it applies.
+    ps[0].exec(
+        "BEGIN;
+         UPDATE bookmarks SET url = 'swapping' WHERE id = 1;
+         UPDATE bookmarks SET url = 'https://one.example/' WHERE id = 2;
+         UPDATE bookmarks SET url = 'https://two.example/' WHERE id = 1;
+         COMMIT;",
+    );
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert_eq!(
+        ps[2].rows("SELECT id, url FROM bookmarks ORDER BY id"),
+        ["Integer(1)|Text(\"https://two.example/\")", "Integer(2)|Text(\"https://one.example/\")"]
+    );
+    for p in ps.iter_mut() {
+        let lost = p.conflicts();
+        assert!(lost.is_empty(), "{}: {lost:?}", p.name);
+    }
+}
+
+#[test]
+fn three_rows_that_rotate_their_unique_positions_rotate_everywhere() {
+    let hub = Hub::new();
+    let schema = "PRAGMA journal_mode=WAL;
+        CREATE TABLE tasks(id INTEGER PRIMARY KEY, title TEXT, pos INTEGER UNIQUE);";
+    let mut ps: Vec<Peer> = ["a", "b", "c"].iter().map(|n| Peer::with(&hub, n, schema, "")).collect();
+    ps[1].exec("INSERT INTO tasks VALUES (1, 'first', 1), (2, 'second', 2), (3, 'third', 3);");
+    settle_all(&mut ps);
+    // The last task moves to the top of the list.
+    ps[1].exec(
+        "BEGIN;
+         UPDATE tasks SET pos = NULL WHERE id = 3;
+         UPDATE tasks SET pos = 3 WHERE id = 2;
+         UPDATE tasks SET pos = 2 WHERE id = 1;
+         UPDATE tasks SET pos = 1 WHERE id = 3;
+         COMMIT;",
+    );
+    settle_all(&mut ps);
+    for p in ps.iter_mut() {
+        assert_eq!(
+            p.rows("SELECT title FROM tasks ORDER BY pos"),
+            ["Text(\"third\")", "Text(\"first\")", "Text(\"second\")"],
+            "{}",
+            p.name
+        );
+        let lost = p.conflicts();
+        assert!(lost.is_empty(), "{}: {lost:?}", p.name);
+    }
+}
+
+#[test]
+fn a_swap_the_table_refuses_to_set_aside_leaves_no_placeholder_and_logs_the_clash() {
+    let hub = Hub::new();
+    let schema = "PRAGMA journal_mode=WAL;
+        CREATE TABLE slots(id INTEGER PRIMARY KEY, n INTEGER NOT NULL UNIQUE CHECK (n BETWEEN 0 AND 100));";
+    let (mut a, mut b) = (Peer::with(&hub, "a", schema, ""), Peer::with(&hub, "b", schema, ""));
+    a.exec("INSERT INTO slots VALUES (1, 1), (2, 2);");
+    settle(&mut [&mut a, &mut b], 2);
+    a.exec("BEGIN; UPDATE slots SET n = 0 WHERE id = 1; UPDATE slots SET n = 1 WHERE id = 2; UPDATE slots SET n = 2 WHERE id = 1; COMMIT;");
+    settle(&mut [&mut a, &mut b], 2);
+    // Neither NULL nor a value outside 0..=100 can stand in: the savepoint
+    // is undone and each change is an ordinary clash, kept in the log.
+    let values = b.rows("SELECT n FROM slots ORDER BY n");
+    assert_eq!(values, ["Integer(1)", "Integer(2)"]);
+    assert!(!b.conflicts().is_empty());
+}

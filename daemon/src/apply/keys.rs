@@ -127,6 +127,162 @@ impl Applier<'_> {
         Ok(false)
     }
 
+    /// Carries out the changes of a chunk that waited for another row's
+    /// UNIQUE value ([`Record::Deferred`]), handing each outcome to
+    /// `deliver`. They are retried while that makes progress. What is left
+    /// waits in rings (an application swapped two positions between two
+    /// captures): see [`Self::through_rings`]. Failing that, each is an
+    /// ordinary clash.
+    pub(super) fn carry_out_deferred(
+        &self,
+        mut waiting: Vec<&Planned<'_>>,
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+        deliver: &mut impl FnMut(Outcome) -> Result<(), ApplyError>,
+    ) -> Result<(), ApplyError> {
+        while !waiting.is_empty() {
+            let (done, still) = self.retry_waiting(&waiting, remote, peers)?;
+            for outcome in done {
+                deliver(outcome)?;
+            }
+            if still.len() < waiting.len() {
+                waiting = still;
+                continue;
+            }
+            let outcomes = match self.through_rings(&still, remote, peers)? {
+                Some(outcomes) => outcomes,
+                None => {
+                    self.changed_later.borrow_mut().clear();
+                    still.iter().map(|p| self.carry_out(p, remote, peers)).collect::<Result<_, _>>()?
+                }
+            };
+            for outcome in outcomes {
+                deliver(outcome)?;
+            }
+            break;
+        }
+        Ok(())
+    }
+
+    /// Tries each waiting change once: the outcomes of those carried out,
+    /// and the changes still waiting (their keys stay in `changed_later`,
+    /// so that the rows waiting for them wait on).
+    fn retry_waiting<'p, 'b>(
+        &self,
+        waiting: &[&'p Planned<'b>],
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+    ) -> Result<(Vec<Outcome>, Vec<&'p Planned<'b>>), ApplyError> {
+        let (mut done, mut still) = (Vec::new(), Vec::new());
+        for &p in waiting {
+            self.changed_later.borrow_mut().entry(p.tbl).or_default().remove(&p.key);
+            let outcome = self.carry_out(p, remote, peers)?;
+            if matches!(outcome.record, Record::Deferred) {
+                self.changed_later.borrow_mut().entry(p.tbl).or_default().insert(p.key.clone());
+                still.push(p);
+            } else {
+                done.push(outcome);
+            }
+        }
+        Ok((done, still))
+    }
+
+    /// Changes that each wait for a value another one of them holds: one
+    /// row's values are set aside (NULL, else a placeholder of the same
+    /// type), the others take theirs, then it takes its own, as on the
+    /// machine that made them. All in a savepoint: unless every change is
+    /// written, nothing of it stays and `None` says so.
+    fn through_rings(
+        &self,
+        ring: &[&Planned<'_>],
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+    ) -> Result<Option<Vec<Outcome>>, ApplyError> {
+        self.user.execute_batch("SAVEPOINT syncd_ring")?;
+        let result = (|| -> Result<Option<Vec<Outcome>>, ApplyError> {
+            let mut outcomes = Vec::new();
+            let mut pending = ring.to_vec();
+            let mut set_aside = 0;
+            while !pending.is_empty() {
+                let (done, still) = self.retry_waiting(&pending, remote, peers)?;
+                if done.iter().any(|o| !matches!(o.record, Record::Put(_))) {
+                    return Ok(None);
+                }
+                if done.is_empty() {
+                    // Another ring, or this one still closed: a row that
+                    // was set aside already is not set aside again.
+                    if set_aside == ring.len() || !self.set_aside(still[0])? {
+                        return Ok(None);
+                    }
+                    set_aside += 1;
+                }
+                outcomes.extend(done);
+                pending = still;
+            }
+            Ok(Some(outcomes))
+        })();
+        match &result {
+            Ok(Some(_)) => self.user.execute_batch("RELEASE syncd_ring")?,
+            _ => self.user.execute_batch("ROLLBACK TO syncd_ring; RELEASE syncd_ring")?,
+        }
+        self.set_aside.borrow_mut().clear();
+        result
+    }
+
+    /// Frees the UNIQUE values `p` changes on its row: each is set to NULL,
+    /// or where the table refuses that, to a value of the same type no row
+    /// holds. False when the table refuses both.
+    fn set_aside(&self, p: &Planned<'_>) -> Result<bool, ApplyError> {
+        let (Some(table), Action::Write { insert: false, columns }) =
+            (self.tables.get(&p.table.table), &p.decision.action)
+        else {
+            return Ok(false);
+        };
+        let unique = self.constraints.unique(&table.name);
+        let key_values = key_values_local(table, p.table, &p.change);
+        let Some(current) = read_row(self.user, table, &key_values)? else { return Ok(false) };
+        for (i, _) in columns {
+            let name = &table.columns[*i].name;
+            if !unique.iter().any(|u| u.columns.contains(name)) {
+                continue;
+            }
+            let placeholder = match &current[*i] {
+                Value::Null => continue,
+                Value::Integer(_) => Value::Integer(i64::MIN + rand::random::<u32>() as i64),
+                Value::Real(_) => Value::Real(-rand::random::<f64>() * 1e300),
+                Value::Text(_) => Value::Text(format!("syncd: set aside {:032x}", rand::random::<u128>())),
+                Value::Blob(_) => Value::Blob(rand::random::<[u8; 16]>().to_vec()),
+            };
+            let written = [Value::Null, placeholder].into_iter().find_map(|v| {
+                match self.update_row(table, &key_values, &[(*i, v)]) {
+                    Ok(()) => Some(Ok(())),
+                    Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => None,
+                    Err(e) => Some(Err(e)),
+                }
+            });
+            match written {
+                Some(result) => result?,
+                None => return Ok(false),
+            }
+            self.set_aside.borrow_mut().entry((p.tbl, p.key.clone())).or_default().push((*i, current[*i].clone()));
+        }
+        Ok(true)
+    }
+
+    /// A row as its last capture saw it: with the values set aside put back.
+    pub(super) fn as_captured(&self, p: &Planned<'_>, mut row: Vec<Value>) -> Vec<Value> {
+        let set_aside = self.set_aside.borrow();
+        if set_aside.is_empty() {
+            return row;
+        }
+        if let Some(values) = set_aside.get(&(p.tbl, p.key.clone())) {
+            for (i, v) in values {
+                row[*i] = v.clone();
+            }
+        }
+        row
+    }
+
     /// Where the row that `change` (a whole row with its birth) brings to
     /// `key` lives here now, if elsewhere: its key there and its state.
     pub(super) fn same_row_elsewhere(
