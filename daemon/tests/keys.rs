@@ -36,6 +36,24 @@ fn everything(p: &Peer) -> Vec<String> {
     rows
 }
 
+/// Three peers that all have bookmarks 1 and 2.
+fn with_two_bookmarks(hub: &Hub) -> Vec<Peer> {
+    let mut ps = peers(hub);
+    ps[0].exec(
+        "INSERT INTO bookmarks VALUES (1, 'https://one.example/', 'one');
+         INSERT INTO bookmarks VALUES (2, 'https://two.example/', 'two');",
+    );
+    settle_all(&mut ps);
+    ps
+}
+
+fn assert_no_conflicts(ps: &mut [Peer]) {
+    for p in ps {
+        let lost = p.conflicts();
+        assert!(lost.is_empty(), "{}: {lost:?}", p.name);
+    }
+}
+
 fn settle_all(ps: &mut [Peer]) {
     let mut refs: Vec<&mut Peer> = ps.iter_mut().collect();
     settle(&mut refs, 4);
@@ -388,12 +406,7 @@ fn a_row_brought_back_by_a_later_edit_keeps_its_key_and_a_row_made_there_since_m
 #[test]
 fn a_unique_value_handed_from_one_row_to_another_in_one_batch_is_no_conflict() {
     let hub = Hub::new();
-    let mut ps = peers(&hub);
-    ps[0].exec(
-        "INSERT INTO bookmarks VALUES (1, 'https://one.example/', 'one');
-         INSERT INTO bookmarks VALUES (2, 'https://two.example/', 'two');",
-    );
-    settle_all(&mut ps);
+    let mut ps = with_two_bookmarks(&hub);
     // Row 2 gives up its URL and row 1 takes it, in one capture: the batch
     // holds row 1's change first.
     ps[0].exec(
@@ -406,10 +419,7 @@ fn a_unique_value_handed_from_one_row_to_another_in_one_batch_is_no_conflict() {
         ps[1].rows("SELECT id, url FROM bookmarks ORDER BY id"),
         ["Integer(1)|Text(\"https://two.example/\")", "Integer(2)|Text(\"https://three.example/\")"]
     );
-    for p in ps.iter_mut() {
-        let lost = p.conflicts();
-        assert!(lost.is_empty(), "{}: {lost:?}", p.name);
-    }
+    assert_no_conflicts(&mut ps);
 }
 
 #[test]
@@ -474,12 +484,7 @@ fn a_crash_while_a_moved_row_arrives_neither_loses_it_nor_publishes_its_old_plac
 #[test]
 fn two_rows_that_swap_a_unique_value_between_two_captures_swap_everywhere() {
     let hub = Hub::new();
-    let mut ps = peers(&hub);
-    ps[0].exec(
-        "INSERT INTO bookmarks VALUES (1, 'https://one.example/', 'one');
-         INSERT INTO bookmarks VALUES (2, 'https://two.example/', 'two');",
-    );
-    settle_all(&mut ps);
+    let mut ps = with_two_bookmarks(&hub);
     // `url` is NOT NULL: the application swaps through a third value, and
     // syncd sets one row's value aside the same way where it applies.
     ps[0].exec(
@@ -495,10 +500,7 @@ fn two_rows_that_swap_a_unique_value_between_two_captures_swap_everywhere() {
         ps[2].rows("SELECT id, url FROM bookmarks ORDER BY id"),
         ["Integer(1)|Text(\"https://two.example/\")", "Integer(2)|Text(\"https://one.example/\")"]
     );
-    for p in ps.iter_mut() {
-        let lost = p.conflicts();
-        assert!(lost.is_empty(), "{}: {lost:?}", p.name);
-    }
+    assert_no_conflicts(&mut ps);
 }
 
 #[test]
@@ -526,9 +528,8 @@ fn three_rows_that_rotate_their_unique_positions_rotate_everywhere() {
             "{}",
             p.name
         );
-        let lost = p.conflicts();
-        assert!(lost.is_empty(), "{}: {lost:?}", p.name);
     }
+    assert_no_conflicts(&mut ps);
 }
 
 #[test]
