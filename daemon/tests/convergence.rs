@@ -159,3 +159,89 @@ proptest! {
         run(3, steps, false)?;
     }
 }
+
+/// Positions kept in a `UNIQUE NOT NULL` column, as a list's order: each
+/// step swaps two rows' positions on one peer (through a value no row
+/// holds, as applications do) or syncs one peer.
+#[derive(Debug, Clone)]
+enum Reorder {
+    Swap { peer: usize, a: i64, b: i64 },
+    Sync { peer: usize },
+}
+
+/// Swaps made on `swappers` of the peers, syncs on any of them.
+fn reorder(peers: usize, swappers: usize) -> impl Strategy<Value = Reorder> {
+    prop_oneof![
+        2 => (0..swappers, 1..5i64, 1..5i64).prop_filter("two rows", |(_, a, b)| a != b)
+            .prop_map(|(peer, a, b)| Reorder::Swap { peer, a, b }),
+        1 => (0..peers).prop_map(|peer| Reorder::Sync { peer }),
+    ]
+}
+
+fn run_reorders(steps: Vec<Reorder>) -> Result<(), TestCaseError> {
+    let hub = Hub::new();
+    let schema = "PRAGMA journal_mode=WAL;
+        CREATE TABLE list(id INTEGER PRIMARY KEY, pos INTEGER NOT NULL UNIQUE);";
+    let mut peers: Vec<Peer> = (0..3).map(|i| Peer::with(&hub, &format!("p{i}"), schema, "")).collect();
+    peers[0].exec("INSERT INTO list VALUES (1, 1), (2, 2), (3, 3), (4, 4);");
+    let all = |peers: &mut Vec<Peer>| {
+        let mut refs: Vec<&mut Peer> = peers.iter_mut().collect();
+        settle(&mut refs, 4);
+    };
+    all(&mut peers);
+    for s in steps {
+        match s {
+            Reorder::Swap { peer, a, b } => {
+                let mut app = peers[peer].app();
+                let pos = |app: &rusqlite::Connection, id: i64| -> Option<i64> {
+                    app.query_row("SELECT pos FROM list WHERE id = ?1", [id], |r| r.get(0)).ok()
+                };
+                let (Some(pa), Some(pb)) = (pos(&app, a), pos(&app, b)) else { continue };
+                let tx = app.transaction().unwrap();
+                tx.execute("UPDATE list SET pos = -1 WHERE id = ?1", [a]).unwrap();
+                tx.execute("UPDATE list SET pos = ?2 WHERE id = ?1", [b, pa]).unwrap();
+                tx.execute("UPDATE list SET pos = ?2 WHERE id = ?1", [a, pb]).unwrap();
+                tx.commit().unwrap();
+            }
+            Reorder::Sync { peer } => {
+                peers[peer].sync();
+            }
+        }
+    }
+    all(&mut peers);
+    let first = peers[0].rows("SELECT id, pos FROM list ORDER BY id");
+    for p in &peers[1..] {
+        prop_assert_eq!(&first, &p.rows("SELECT id, pos FROM list ORDER BY id"), "{} differs from p0", p.name);
+    }
+    // No stand-in value is left behind, and a row that lost a clash is in
+    // a conflict log.
+    let lost: String = peers.iter_mut().flat_map(|p| p.conflicts()).filter_map(|c| c.loser).collect();
+    for id in 1..5i64 {
+        let row = first.iter().find(|r| r.starts_with(&format!("Integer({id})|")));
+        match row {
+            Some(r) => prop_assert!((1..5).any(|n| r.ends_with(&format!("|Integer({n})"))), "row {id} holds {r}"),
+            None => prop_assert!(lost.contains(&format!("\"id\":{id}")), "row {id} vanished: {lost}"),
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, .. ProptestConfig::default() })]
+
+    /// One peer reorders a list while the others sync at any moment: every
+    /// swap reaches them whole (one row's position set aside meanwhile).
+    #[test]
+    fn unique_positions_swapped_on_one_peer_converge(steps in proptest::collection::vec(reorder(3, 1), 1..25)) {
+        run_reorders(steps)?;
+    }
+
+    /// Swaps on several peers at once clash on positions. Known to end with
+    /// the peers apart (README, "Keys made on two machines"): kept as the
+    /// reproducer for that work.
+    #[test]
+    #[ignore]
+    fn unique_positions_swapped_anywhere_converge(steps in proptest::collection::vec(reorder(3, 3), 1..25)) {
+        run_reorders(steps)?;
+    }
+}
