@@ -136,6 +136,9 @@ pub struct Applier<'a> {
     /// UNIQUE values moved out of the way while rows hand them around,
     /// by (table, key): the row is still as captured, with these values.
     pub set_aside: std::cell::RefCell<HashMap<(i64, Vec<u8>), Vec<(usize, Value)>>>,
+    /// The changes being carried out are a ring of UNIQUE values that could
+    /// not be broken (see `keys::through_rings`).
+    pub ring_unbroken: std::cell::Cell<bool>,
 }
 
 /// What the recording thread receives.

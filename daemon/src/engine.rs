@@ -357,6 +357,7 @@ impl Engine {
             recorder: std::cell::RefCell::new(self.recorder.as_mut().expect("just opened")),
             changed_later: Default::default(),
             set_aside: Default::default(),
+            ring_unbroken: Default::default(),
         })
     }
 

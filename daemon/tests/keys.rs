@@ -548,3 +548,30 @@ fn a_swap_the_table_refuses_to_set_aside_leaves_no_placeholder_and_logs_the_clas
     assert_eq!(values, ["Integer(1)", "Integer(2)"]);
     assert!(!b.conflicts().is_empty());
 }
+
+#[test]
+fn swaps_of_the_same_rows_made_on_two_peers_at_once_end_alike_everywhere() {
+    let hub = Hub::new();
+    let schema = "PRAGMA journal_mode=WAL;
+        CREATE TABLE list(id INTEGER PRIMARY KEY, pos INTEGER NOT NULL UNIQUE);";
+    let mut ps: Vec<Peer> = ["a", "b", "c"].iter().map(|n| Peer::with(&hub, n, schema, "")).collect();
+    ps[0].exec("INSERT INTO list VALUES (1, 1), (2, 2), (3, 3), (4, 4);");
+    settle_all(&mut ps);
+    ps[0].exec("BEGIN; UPDATE list SET pos = -1 WHERE id = 1; UPDATE list SET pos = 1 WHERE id = 3; UPDATE list SET pos = 3 WHERE id = 1; COMMIT;");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    ps[1].exec("BEGIN; UPDATE list SET pos = -1 WHERE id = 1; UPDATE list SET pos = 1 WHERE id = 2; UPDATE list SET pos = 2 WHERE id = 1; COMMIT;");
+    settle_all(&mut ps);
+    // b's swap is newer: row 1 takes position 2. Rows 2 and 3 both want
+    // position 1; row 3's value is older and stays, and row 2, which lost
+    // it, goes on every peer, kept in the conflict log where it lost.
+    for p in &ps {
+        assert_eq!(
+            p.rows("SELECT id, pos FROM list ORDER BY id"),
+            ["Integer(1)|Integer(2)", "Integer(3)|Integer(1)", "Integer(4)|Integer(4)"],
+            "{}",
+            p.name
+        );
+    }
+    let lost: Vec<_> = ps.iter_mut().flat_map(|p| p.conflicts()).filter_map(|c| c.loser).collect();
+    assert!(lost.iter().any(|l| l == "{\"id\":2,\"pos\":1}"), "{lost:?}");
+}

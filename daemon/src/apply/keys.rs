@@ -97,6 +97,26 @@ impl Applier<'_> {
                     &reason,
                 ));
                 outcome.record = Record::Nothing;
+                if inserting_at.is_none() && !self.ring_unbroken.get() {
+                    // The row as this change made it is the loser, and goes
+                    // as it goes where the change arrived before the other
+                    // row's value. (Not for a ring that could not be
+                    // broken: its author has both rows.)
+                    let here = key_values_local(table, p.table, &p.change);
+                    if table.key.len() == 1 {
+                        let key_column = &table.columns[table.key[0]].name;
+                        constraints::repoint_children(
+                            self.user,
+                            self.constraints,
+                            &table.name,
+                            key_column,
+                            &here[0],
+                            &local_key[0],
+                        )?;
+                    }
+                    delete_row(self.user, table, &here)?;
+                    outcome.side_effects = true;
+                }
                 return Ok(false);
             }
             if table.key.len() == 1 {
@@ -153,7 +173,10 @@ impl Applier<'_> {
                 Some(outcomes) => outcomes,
                 None => {
                     self.changed_later.borrow_mut().clear();
-                    still.iter().map(|p| self.carry_out(p, remote, peers)).collect::<Result<_, _>>()?
+                    self.ring_unbroken.set(true);
+                    let outcomes: Result<Vec<_>, _> = still.iter().map(|p| self.carry_out(p, remote, peers)).collect();
+                    self.ring_unbroken.set(false);
+                    outcomes?
                 }
             };
             for outcome in outcomes {
