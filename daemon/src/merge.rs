@@ -24,6 +24,17 @@ pub struct RemoteBatch<'a> {
     pub author_name: &'a str,
 }
 
+impl RemoteBatch<'_> {
+    /// Whether the batch's author had seen version `v` when it made it.
+    pub fn saw(&self, v: Version, peers: &dyn PeerBook) -> bool {
+        if v.peer == self.author {
+            v.clock <= self.body.clock
+        } else {
+            self.body.seen_clock(peers.peer_id(v.peer)) >= v.clock
+        }
+    }
+}
+
 /// Names and ids of peers, to order versions and apply peer priorities.
 pub trait PeerBook {
     fn peer_id(&self, idx: u32) -> &str;
@@ -216,13 +227,7 @@ pub fn decide(
 ) -> Decision {
     let op = &change.op;
     let version = Version { clock: remote.body.clock, peer: remote.author };
-    let seen = |v: Version| -> bool {
-        if v.peer == remote.author {
-            v.clock <= remote.body.clock
-        } else {
-            remote.body.seen_clock(peers.peer_id(v.peer)) >= v.clock
-        }
-    };
+    let seen = |v: Version| remote.saw(v, peers);
     let wins = |theirs: Version, ours: Version| -> bool { remote_wins(policy, theirs, ours, remote, peers) };
 
     let mapped = columns.mapped(op);
