@@ -135,11 +135,14 @@ pub struct Applier<'a> {
     pub changed_later: std::cell::RefCell<HashMap<i64, std::collections::HashSet<Vec<u8>>>>,
     /// UNIQUE values moved out of the way while rows hand them around,
     /// by (table, key): the row is still as captured, with these values.
-    pub set_aside: std::cell::RefCell<HashMap<(i64, Vec<u8>), Vec<(usize, Value)>>>,
+    pub set_aside: std::cell::RefCell<HashMap<(i64, Vec<u8>), SetAside>>,
     /// The changes being carried out are a ring of UNIQUE values that could
     /// not be broken (see `keys::through_rings`).
     pub ring_unbroken: std::cell::Cell<bool>,
 }
+
+/// A row's values set aside (column index, value as captured).
+pub type SetAside = Vec<(usize, Value)>;
 
 /// What the recording thread receives.
 enum ToRecord {

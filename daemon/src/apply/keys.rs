@@ -97,11 +97,11 @@ impl Applier<'_> {
                     &reason,
                 ));
                 outcome.record = Record::Nothing;
-                if inserting_at.is_none() && !self.ring_unbroken.get() {
-                    // The row as this change made it is the loser, and goes
-                    // as it goes where the change arrived before the other
-                    // row's value. (Not for a ring that could not be
-                    // broken: its author has both rows.)
+                if inserting_at.is_none() && p.from.is_none() && !self.ring_unbroken.get() {
+                    // The row this change was for loses: where the change
+                    // arrived before the older value, that value's arrival
+                    // deleted it (below). Not for a ring that could not be
+                    // broken: its author holds both rows.
                     let here = key_values_local(table, p.table, &p.change);
                     if table.key.len() == 1 {
                         let key_column = &table.columns[table.key[0]].name;
