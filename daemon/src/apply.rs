@@ -136,6 +136,8 @@ pub struct Applier<'a> {
     /// UNIQUE values moved out of the way while rows hand them around,
     /// by (table, key): the row is still as captured, with these values.
     pub set_aside: std::cell::RefCell<HashMap<(i64, Vec<u8>), SetAside>>,
+    /// Rows (table, key) whose change in the chunk being written was parked.
+    pub parked_in_chunk: std::cell::RefCell<std::collections::HashSet<(i64, Vec<u8>)>>,
     /// The changes being carried out are a ring of UNIQUE values that could
     /// not be broken (see `keys::through_rings`).
     pub ring_unbroken: std::cell::Cell<bool>,
@@ -587,6 +589,7 @@ impl<'a> Applier<'a> {
                     self.changed_later.borrow_mut().entry(p.tbl).or_default().insert(p.key.clone());
                     deferred.push(p);
                 } else {
+                    self.note_parked(&outcome);
                     deliver(outcome)?;
                 }
                 if needs_write && began.elapsed() > WRITE_TIME {
@@ -600,6 +603,7 @@ impl<'a> Applier<'a> {
         })();
         self.changed_later.borrow_mut().clear();
         self.set_aside.borrow_mut().clear();
+        self.parked_in_chunk.borrow_mut().clear();
         if needs_write {
             match result {
                 Ok(()) => {

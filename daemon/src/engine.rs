@@ -358,6 +358,7 @@ impl Engine {
             changed_later: Default::default(),
             set_aside: Default::default(),
             ring_unbroken: Default::default(),
+            parked_in_chunk: Default::default(),
         })
     }
 

@@ -575,3 +575,44 @@ fn swaps_of_the_same_rows_made_on_two_peers_at_once_end_alike_everywhere() {
     let lost: Vec<_> = ps.iter_mut().flat_map(|p| p.conflicts()).filter_map(|c| c.loser).collect();
     assert!(lost.iter().any(|l| l == "{\"id\":2,\"pos\":1}"), "{lost:?}");
 }
+
+#[test]
+fn a_unique_value_handed_over_waits_while_the_row_giving_it_up_waits_for_its_parent() {
+    let hub = Hub::new();
+    let schema = "PRAGMA journal_mode=WAL;
+        CREATE TABLE lists(id INTEGER PRIMARY KEY, name TEXT);
+        CREATE TABLE tasks(id INTEGER PRIMARY KEY, list_id INTEGER REFERENCES lists(id), url TEXT UNIQUE);";
+    let mut ps: Vec<Peer> = ["a", "b", "c"].iter().map(|n| Peer::with(&hub, n, schema, "")).collect();
+    ps[0].exec("INSERT INTO lists VALUES (1, 'one'); INSERT INTO tasks VALUES (1, 1, 'x'), (2, 1, 'w');");
+    settle_all(&mut ps);
+    // c makes list 2; a gets it, b does not yet.
+    let before = hub.files();
+    ps[2].exec("INSERT INTO lists VALUES (2, 'two');");
+    ps[2].sync();
+    ps[0].sync();
+    let late = delay_batches(&hub, &before, &mut ps[2]);
+    // a moves task 1 to list 2 and hands its URL to task 2, in one capture.
+    ps[0].exec("UPDATE tasks SET list_id = 2, url = 'y' WHERE id = 1; UPDATE tasks SET url = 'x' WHERE id = 2;");
+    ps[0].sync();
+    // On b task 1 waits for list 2, and task 2 waits for task 1.
+    let report = ps[1].sync();
+    assert_eq!(report.applied.parked, 2, "{report:?}");
+    assert_eq!(
+        ps[1].rows("SELECT id, url FROM tasks ORDER BY id"),
+        ["Integer(1)|Text(\"x\")", "Integer(2)|Text(\"w\")"]
+    );
+    drop(late);
+    settle_all(&mut ps);
+    assert_converged_on(&ps, "SELECT id, list_id, url FROM tasks ORDER BY id");
+    assert_eq!(
+        ps[1].rows("SELECT id, list_id, url FROM tasks ORDER BY id"),
+        ["Integer(1)|Integer(2)|Text(\"y\")", "Integer(2)|Integer(1)|Text(\"x\")"]
+    );
+    assert_no_conflicts(&mut ps);
+}
+
+fn assert_converged_on(ps: &[Peer], sql: &str) {
+    for p in &ps[1..] {
+        assert_eq!(ps[0].rows(sql), p.rows(sql), "{} differs from {}", p.name, ps[0].name);
+    }
+}

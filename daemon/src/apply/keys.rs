@@ -4,10 +4,10 @@
 //! that moved, UNIQUE clashes between two rows, and the references
 //! (declared or configured) that must never dangle or be left behind.
 
-use super::{Applier, ApplyError, KEY_TAKEN, Outcome, ParkReason, Peers, Planned, Record};
+use super::{Applier, ApplyError, KEY_TAKEN, Outcome, ParkReason, ParkedChange, Peers, Planned, Record};
 use super::{
-    complete_state, conflict_from, delete_row, image_json, key_values_local, park_described, park_record, read_row,
-    row_hash,
+    complete_state, conflict_from, delete_row, image_json, key_values_local, local_key, park_described, park_record,
+    read_row, row_hash,
 };
 use crate::batch::{Born, Op, RowChange, TableChanges};
 use crate::constraints;
@@ -69,6 +69,18 @@ impl Applier<'_> {
                 // The value may be handed from that row to this one (its
                 // author changed both between two captures).
                 outcome.record = Record::Deferred;
+                return Ok(false);
+            }
+            if self.parked_in_chunk.borrow().contains(&(tbl, local_place.clone()))
+                || self.waits_parked(table, &local_place)?
+            {
+                // A change to that row waits (parked): the value may be on
+                // its way out with it.
+                outcome.record = park_record(
+                    p,
+                    ParkReason::KeyNotFreeYet,
+                    format!("UNIQUE({}): held by a row whose change waits here", columns.join(", ")),
+                );
                 return Ok(false);
             }
             let state = self.state.row(tbl, &local_place)?;
@@ -204,10 +216,30 @@ impl Applier<'_> {
                 self.changed_later.borrow_mut().entry(p.tbl).or_default().insert(p.key.clone());
                 still.push(p);
             } else {
+                self.note_parked(&outcome);
                 done.push(outcome);
             }
         }
         Ok((done, still))
+    }
+
+    /// Whether a change to the row at `key` waits in the parked list.
+    fn waits_parked(&self, table: &Table, key: &[u8]) -> Result<bool, ApplyError> {
+        for parked in self.state.parked()?.into_iter().filter(|p| p.table == table.name) {
+            let Ok(change) = syncd_proto::decode::<ParkedChange>(&parked.change) else { continue };
+            if change.table.changes.iter().any(|c| local_key(table, &change.table, c).as_deref() == Some(key)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Remembers a change parked in this chunk: rows that need a UNIQUE
+    /// value its row holds wait for it.
+    pub(super) fn note_parked(&self, outcome: &Outcome) {
+        if matches!(outcome.record, Record::Park { .. }) {
+            self.parked_in_chunk.borrow_mut().insert((outcome.tbl, outcome.key.clone()));
+        }
     }
 
     /// Changes that each wait for a value another one of them holds: one
