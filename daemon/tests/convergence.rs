@@ -139,6 +139,51 @@ fn run(peer_count: usize, steps: Vec<Step>, owned_ids: bool) -> Result<(), TestC
     Ok(())
 }
 
+/// A case `dense_key_collisions_converge` found on 2026-11-27 that ends with
+/// p1 missing a row in about half the runs (timing decides the clocks), on
+/// this code and on the code before that session alike: kept to replay it.
+#[test]
+#[ignore]
+fn dense_key_collisions_found_apart_2026_11_27() {
+    use Step::*;
+    let steps = vec![
+        Write { peer: 0, id: 1, col: 1 },
+        Write { peer: 0, id: 4, col: 1 },
+        Write { peer: 1, id: 3, col: 1 },
+        Sync { peer: 0 },
+        Sync { peer: 0 },
+        Write { peer: 0, id: 4, col: 1 },
+        Sync { peer: 1 },
+        Write { peer: 0, id: 1, col: 1 },
+        Delete { peer: 1, id: 3 },
+        Sync { peer: 2 },
+        Write { peer: 0, id: 2, col: 1 },
+        Write { peer: 0, id: 1, col: 1 },
+        Write { peer: 1, id: 5, col: 1 },
+        Sync { peer: 2 },
+        Write { peer: 0, id: 4, col: 1 },
+        Sync { peer: 1 },
+        Write { peer: 2, id: 1, col: 1 },
+        Sync { peer: 2 },
+        Write { peer: 1, id: 3, col: 1 },
+        Sync { peer: 2 },
+        Sync { peer: 2 },
+        Delete { peer: 2, id: 5 },
+        Sync { peer: 1 },
+        Write { peer: 1, id: 3, col: 1 },
+        Write { peer: 0, id: 3, col: 0 },
+        Sync { peer: 2 },
+        Write { peer: 0, id: 3, col: 1 },
+        Sync { peer: 1 },
+        Sync { peer: 0 },
+        Write { peer: 2, id: 3, col: 1 },
+        Write { peer: 2, id: 1, col: 1 },
+        Sync { peer: 2 },
+        Sync { peer: 1 },
+    ];
+    run(3, steps, false).unwrap();
+}
+
 fn cases() -> u32 {
     std::env::var("SYNCD_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(12)
 }
