@@ -580,17 +580,9 @@ impl<'a> Applier<'a> {
             let mut began = Instant::now();
             let mut deferred = Vec::new();
             for p in planned {
-                if let Some(keys) = self.changed_later.borrow_mut().get_mut(&p.tbl) {
-                    keys.remove(&p.key);
-                }
-                let outcome = self.carry_out(p, remote, peers)?;
-                if matches!(outcome.record, Record::Deferred) {
-                    // It changes further on still: rows may wait for it.
-                    self.changed_later.borrow_mut().entry(p.tbl).or_default().insert(p.key.clone());
-                    deferred.push(p);
-                } else {
-                    self.note_parked(&outcome);
-                    deliver(outcome)?;
+                match self.carry_out_or_wait(p, remote, peers)? {
+                    Some(outcome) => deliver(outcome)?,
+                    None => deferred.push(p),
                 }
                 if needs_write && began.elapsed() > WRITE_TIME {
                     // Let the application in; the chunk stays pending in
@@ -1117,7 +1109,6 @@ pub fn recover_inflight(ap: &mut Applier<'_>, database: &str, author_name: &str)
         for outcome in &reached {
             record(s, &mut rows, outcome, &remote, &inflight.peer_id, &mut ApplyStats::default())?;
         }
-        drop(rows);
         s.set_inflight_progress(done, done)?;
         Ok(())
     })?;

@@ -114,36 +114,12 @@ impl Applier<'_> {
                     // arrived before the older value, that value's arrival
                     // deleted it (below). Not for a ring that could not be
                     // broken: its author holds both rows.
-                    let here = key_values_local(table, p.table, &p.change);
-                    if table.key.len() == 1 {
-                        let key_column = &table.columns[table.key[0]].name;
-                        constraints::repoint_children(
-                            self.user,
-                            self.constraints,
-                            &table.name,
-                            key_column,
-                            &here[0],
-                            &local_key[0],
-                        )?;
-                    }
-                    delete_row(self.user, table, &here)?;
+                    self.remove_clash_loser(table, &key_values_local(table, p.table, &p.change), &local_key[0])?;
                     outcome.side_effects = true;
                 }
                 return Ok(false);
             }
-            if table.key.len() == 1 {
-                let key_column = &table.columns[table.key[0]].name;
-                let winner_key = after[table.key[0]];
-                constraints::repoint_children(
-                    self.user,
-                    self.constraints,
-                    &table.name,
-                    key_column,
-                    &local_key[0],
-                    winner_key,
-                )?;
-            }
-            delete_row(self.user, table, &local_key)?;
+            self.remove_clash_loser(table, &local_key, after[table.key[0]])?;
             outcome.conflicts.push(clash_conflict(
                 table,
                 local_key,
@@ -157,6 +133,45 @@ impl Applier<'_> {
         outcome.record =
             park_record(p, ParkReason::Refused, "clashes on more UNIQUE indexes than the table has".into());
         Ok(false)
+    }
+
+    /// Deletes the row at key `loser`, which lost a UNIQUE clash, after
+    /// pointing the rows that refer to it at the winner's key: they meant
+    /// the same thing by that index.
+    fn remove_clash_loser(&self, table: &Table, loser: &[Value], winner_key: &Value) -> rusqlite::Result<()> {
+        if table.key.len() == 1 {
+            let key_column = &table.columns[table.key[0]].name;
+            constraints::repoint_children(self.user, self.constraints, &table.name, key_column, &loser[0], winner_key)?;
+        }
+        delete_row(self.user, table, loser)
+    }
+
+    /// Carries `p` out, unless it waits for a UNIQUE value that a row
+    /// changed further on in the chunk holds (`None`, see
+    /// [`Self::with_unique_clashes`]): its key then stays in `changed_later`,
+    /// so that rows waiting for it wait on. A change parked is remembered:
+    /// rows needing a value its row holds wait for it too.
+    pub(super) fn carry_out_or_wait(
+        &self,
+        p: &Planned<'_>,
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+    ) -> Result<Option<Outcome>, ApplyError> {
+        if let Some(keys) = self.changed_later.borrow_mut().get_mut(&p.tbl) {
+            keys.remove(&p.key);
+        }
+        let outcome = self.carry_out(p, remote, peers)?;
+        match outcome.record {
+            Record::Deferred => {
+                self.changed_later.borrow_mut().entry(p.tbl).or_default().insert(p.key.clone());
+                return Ok(None);
+            }
+            Record::Park { .. } => {
+                self.parked_in_chunk.borrow_mut().insert((outcome.tbl, outcome.key.clone()));
+            }
+            _ => {}
+        }
+        Ok(Some(outcome))
     }
 
     /// Carries out the changes of a chunk that waited for another row's
@@ -200,8 +215,7 @@ impl Applier<'_> {
     }
 
     /// Tries each waiting change once: the outcomes of those carried out,
-    /// and the changes still waiting (their keys stay in `changed_later`,
-    /// so that the rows waiting for them wait on).
+    /// and the changes still waiting.
     fn retry_waiting<'p, 'b>(
         &self,
         waiting: &[&'p Planned<'b>],
@@ -210,14 +224,9 @@ impl Applier<'_> {
     ) -> Result<(Vec<Outcome>, Vec<&'p Planned<'b>>), ApplyError> {
         let (mut done, mut still) = (Vec::new(), Vec::new());
         for &p in waiting {
-            self.changed_later.borrow_mut().entry(p.tbl).or_default().remove(&p.key);
-            let outcome = self.carry_out(p, remote, peers)?;
-            if matches!(outcome.record, Record::Deferred) {
-                self.changed_later.borrow_mut().entry(p.tbl).or_default().insert(p.key.clone());
-                still.push(p);
-            } else {
-                self.note_parked(&outcome);
-                done.push(outcome);
+            match self.carry_out_or_wait(p, remote, peers)? {
+                Some(outcome) => done.push(outcome),
+                None => still.push(p),
             }
         }
         Ok((done, still))
@@ -232,14 +241,6 @@ impl Applier<'_> {
             }
         }
         Ok(false)
-    }
-
-    /// Remembers a change parked in this chunk: rows that need a UNIQUE
-    /// value its row holds wait for it.
-    pub(super) fn note_parked(&self, outcome: &Outcome) {
-        if matches!(outcome.record, Record::Park { .. }) {
-            self.parked_in_chunk.borrow_mut().insert((outcome.tbl, outcome.key.clone()));
-        }
     }
 
     /// Changes that each wait for a value another one of them holds: one
