@@ -21,7 +21,12 @@ const NOTES: &str = "
 ";
 
 fn peers(hub: &Hub) -> Vec<Peer> {
-    ["a", "b", "c"].iter().map(|n| Peer::with(hub, n, NOTES, "")).collect()
+    peers_with(hub, NOTES, "")
+}
+
+/// Peers a, b and c on `schema`, with `extra` configuration lines.
+fn peers_with(hub: &Hub, schema: &str, extra: &str) -> Vec<Peer> {
+    ["a", "b", "c"].iter().map(|n| Peer::with(hub, n, schema, extra)).collect()
 }
 
 fn notes(p: &Peer) -> Vec<String> {
@@ -202,7 +207,7 @@ const LIBRARY: &str = "
 ";
 
 fn library(hub: &Hub, extra: &str) -> Vec<Peer> {
-    ["a", "b", "c"].iter().map(|n| Peer::with(hub, n, LIBRARY, extra)).collect()
+    peers_with(hub, LIBRARY, extra)
 }
 
 /// Each peer adds song 1 with a "mood" while apart: two of the songs move,
@@ -422,20 +427,24 @@ fn a_unique_value_handed_from_one_row_to_another_in_one_batch_is_no_conflict() {
     assert_no_conflicts(&mut ps);
 }
 
+/// c makes note 1 first; a and b, not having it yet, get a's note 1 (c's
+/// batches held back meanwhile). The hub's files from before c published.
+fn note_one_made_on_c_then_on_a(hub: &Hub, ps: &mut [Peer]) -> Vec<std::path::PathBuf> {
+    ps[2].exec("INSERT INTO notes VALUES (1, 'from c', 'older');");
+    let before = hub.files();
+    ps[2].sync();
+    let _late = delay_batches(hub, &before, &mut ps[2]);
+    ps[0].exec("INSERT INTO notes VALUES (1, 'from a', 'younger');");
+    ps[0].sync();
+    ps[1].sync();
+    before
+}
+
 #[test]
 fn an_edit_made_here_to_a_row_its_author_moves_meanwhile_goes_along() {
     let hub = Hub::new();
     let mut ps = peers(&hub);
-    // c makes note 1 first; a and b, not having it yet, get a's note 1.
-    ps[2].exec("INSERT INTO notes VALUES (1, 'from c', 'older');");
-    let before = hub.files();
-    ps[2].sync();
-    {
-        let _late = delay_batches(&hub, &before, &mut ps[2]);
-        ps[0].exec("INSERT INTO notes VALUES (1, 'from a', 'younger');");
-        ps[0].sync();
-        ps[1].sync();
-    }
+    note_one_made_on_c_then_on_a(&hub, &mut ps);
     // a meets c's older note and moves its own.
     ps[0].sync();
     assert_eq!(ps[0].one("SELECT title FROM notes WHERE id = 1"), "Text(\"from c\")");
@@ -453,14 +462,7 @@ fn an_edit_made_here_to_a_row_its_author_moves_meanwhile_goes_along() {
 fn a_crash_while_a_moved_row_arrives_neither_loses_it_nor_publishes_its_old_place() {
     let hub = Hub::new();
     let mut ps = peers(&hub);
-    ps[2].exec("INSERT INTO notes VALUES (1, 'from c', 'older');");
-    let before_c = hub.files();
-    ps[2].sync();
-    let late = delay_batches(&hub, &before_c, &mut ps[2]);
-    ps[0].exec("INSERT INTO notes VALUES (1, 'from a', 'younger');");
-    ps[0].sync();
-    ps[1].sync();
-    drop(late);
+    let before_c = note_one_made_on_c_then_on_a(&hub, &mut ps);
     // a meets c's older note and moves its own; b gets only the move.
     let before_move = hub.files();
     ps[0].sync();
@@ -508,7 +510,7 @@ fn three_rows_that_rotate_their_unique_positions_rotate_everywhere() {
     let hub = Hub::new();
     let schema = "PRAGMA journal_mode=WAL;
         CREATE TABLE tasks(id INTEGER PRIMARY KEY, title TEXT, pos INTEGER UNIQUE);";
-    let mut ps: Vec<Peer> = ["a", "b", "c"].iter().map(|n| Peer::with(&hub, n, schema, "")).collect();
+    let mut ps = peers_with(&hub, schema, "");
     ps[1].exec("INSERT INTO tasks VALUES (1, 'first', 1), (2, 'second', 2), (3, 'third', 3);");
     settle_all(&mut ps);
     // The last task moves to the top of the list.
@@ -554,7 +556,7 @@ fn swaps_of_the_same_rows_made_on_two_peers_at_once_end_alike_everywhere() {
     let hub = Hub::new();
     let schema = "PRAGMA journal_mode=WAL;
         CREATE TABLE list(id INTEGER PRIMARY KEY, pos INTEGER NOT NULL UNIQUE);";
-    let mut ps: Vec<Peer> = ["a", "b", "c"].iter().map(|n| Peer::with(&hub, n, schema, "")).collect();
+    let mut ps = peers_with(&hub, schema, "");
     ps[0].exec("INSERT INTO list VALUES (1, 1), (2, 2), (3, 3), (4, 4);");
     settle_all(&mut ps);
     ps[0].exec("BEGIN; UPDATE list SET pos = -1 WHERE id = 1; UPDATE list SET pos = 1 WHERE id = 3; UPDATE list SET pos = 3 WHERE id = 1; COMMIT;");
@@ -582,7 +584,7 @@ fn a_unique_value_handed_over_waits_while_the_row_giving_it_up_waits_for_its_par
     let schema = "PRAGMA journal_mode=WAL;
         CREATE TABLE lists(id INTEGER PRIMARY KEY, name TEXT);
         CREATE TABLE tasks(id INTEGER PRIMARY KEY, list_id INTEGER REFERENCES lists(id), url TEXT UNIQUE);";
-    let mut ps: Vec<Peer> = ["a", "b", "c"].iter().map(|n| Peer::with(&hub, n, schema, "")).collect();
+    let mut ps = peers_with(&hub, schema, "");
     ps[0].exec("INSERT INTO lists VALUES (1, 'one'); INSERT INTO tasks VALUES (1, 1, 'x'), (2, 1, 'w');");
     settle_all(&mut ps);
     // c makes list 2; a gets it, b does not yet.
