@@ -514,12 +514,12 @@ impl<'a> Applier<'a> {
                     let mut stats = ApplyStats::default();
                     for message in receiver {
                         match message {
-                            ToRecord::Outcomes(outcomes) => {
-                                let mut rows = s.row_writer()?;
+                            ToRecord::Outcomes(outcomes) => s.write_rows(|rows| -> Result<(), ApplyError> {
                                 for o in &outcomes {
-                                    record(s, &mut rows, o, remote, author_id, &mut stats)?;
+                                    record(s, rows, o, remote, author_id, &mut stats)?;
                                 }
-                            }
+                                Ok(())
+                            })?,
                             ToRecord::UserCommitted => {
                                 finish(s)?;
                                 return Ok(stats);
@@ -1105,10 +1105,12 @@ pub fn recover_inflight(ap: &mut Applier<'_>, database: &str, author_name: &str)
     }
     let done = inflight.done;
     ap.state.transaction(|s| -> Result<(), ApplyError> {
-        let mut rows = s.row_writer()?;
-        for outcome in &reached {
-            record(s, &mut rows, outcome, &remote, &inflight.peer_id, &mut ApplyStats::default())?;
-        }
+        s.write_rows(|rows| -> Result<(), ApplyError> {
+            for outcome in &reached {
+                record(s, rows, outcome, &remote, &inflight.peer_id, &mut ApplyStats::default())?;
+            }
+            Ok(())
+        })?;
         s.set_inflight_progress(done, done)?;
         Ok(())
     })?;
