@@ -119,7 +119,7 @@ impl RowState {
     fn decode_cols(bytes: &[u8]) -> Vec<ColState> {
         let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-        if bytes.len() % COL_BYTES != 0 && bytes.len() >= 13 && bytes[0] == SHARED_VERSION {
+        if !bytes.len().is_multiple_of(COL_BYTES) && bytes.len() >= 13 && bytes[0] == SHARED_VERSION {
             let version = Version { clock: u64_at(bytes, 1), peer: u32_at(bytes, 9) };
             return bytes[13..]
                 .chunks_exact(16)
