@@ -42,6 +42,12 @@ CREATE TABLE IF NOT EXISTS inflight(
     done INTEGER NOT NULL, pending_end INTEGER NOT NULL);
 ";
 
+/// The layout of the state this build writes, in its `user_version`. 2:
+/// column states may share one version ([`RowState::encode_cols`]), which
+/// builds before it would misread. A build refuses a newer state rather
+/// than misread it.
+const FORMAT: i64 = 2;
+
 /// A version as the state stores it: a clock value and the peer that made it
 /// (an index into the `peers` table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -289,7 +295,21 @@ impl State {
         // FULL: a batch name is published right after its outbox commit; a
         // commit lost to a power cut would reuse that sequence number.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        let format: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if format > FORMAT {
+            let message = format!(
+                "{} was written by a newer syncd (state format {format}; this build reads up to {FORMAT}): run that newer syncd",
+                path.display()
+            );
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(message),
+            ));
+        }
         conn.execute_batch(SCHEMA)?;
+        if format < FORMAT {
+            conn.pragma_update(None, "user_version", FORMAT)?;
+        }
         let mut state = State { conn, peers: Vec::new(), peer_index: HashMap::new(), tables: HashMap::new() };
         state.load_peers()?;
         Ok(state)
@@ -847,6 +867,19 @@ mod tests {
             let expected = if i == 5 { at(2000) } else { at(i) };
             assert_eq!(state.row(tbl, &key(i)).unwrap(), Some(expected), "row {i}");
         }
+    }
+
+    #[test]
+    fn a_state_of_a_newer_format_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        drop(State::open(&path).unwrap());
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", FORMAT + 1).unwrap();
+        let err = State::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("newer syncd") && err.contains("state.db"), "{err}");
+        let format: i64 =
+            Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(format, FORMAT + 1);
     }
 
     #[test]
