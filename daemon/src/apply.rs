@@ -696,7 +696,7 @@ impl<'a> Applier<'a> {
                     outcome.record = park(ParkReason::ParentMissing, detail);
                     return Ok(outcome);
                 }
-                let to = self.move_to_fresh_key(table, p.table, &key_values[0])?;
+                let to = self.move_to_fresh_key(table, p.tbl, p.table, &key_values[0])?;
                 // The moved row stays the same row: its state goes along,
                 // so that capture publishes it whole at its new key.
                 let born = p.local.as_ref().and_then(|l| merge::birth(table, l)).and_then(|b| b.to_wire(peers));

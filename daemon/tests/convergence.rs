@@ -48,9 +48,14 @@ struct Written {
     value: i64,
 }
 
-fn run(peer_count: usize, steps: Vec<Step>, owned_ids: bool) -> Result<(), TestCaseError> {
+/// `pinned_ids`: a hex digit per peer that makes its id, which fixes the
+/// order each peer merges the others in; `None`: random ids, as in use.
+fn run(peer_count: usize, steps: Vec<Step>, owned_ids: bool, pinned_ids: Option<&str>) -> Result<(), TestCaseError> {
     let hub = Hub::new();
     let mut peers: Vec<Peer> = (0..peer_count).map(|i| Peer::new(&hub, &format!("p{i}"))).collect();
+    for (p, digit) in peers.iter().zip(pinned_ids.unwrap_or_default().chars()) {
+        p.pin_peer_id(digit);
+    }
     let mut log: Vec<Written> = Vec::new();
     let mut deletes: Vec<(usize, i64)> = Vec::new();
     let mut next_value = 1000i64;
@@ -139,11 +144,13 @@ fn run(peer_count: usize, steps: Vec<Step>, owned_ids: bool) -> Result<(), TestC
     Ok(())
 }
 
-/// A case `dense_key_collisions_converge` found on 2026-11-27 that ends with
-/// p1 missing a row in about half the runs (timing decides the clocks), on
-/// this code and on the code before that session alike: kept to replay it.
+/// A case `dense_key_collisions_converge` found on 2026-11-27: p0 got p2's
+/// delete of p1's row 5 before the row itself (p2's id is below p1's, so
+/// its folder is merged first), then moved a row of its own onto key 5 and
+/// so forgot the delete. With random ids it ended apart in a third of the
+/// runs; `keys.rs` tells the same story in a few lines
+/// (`a_row_moved_to_a_fresh_key_does_not_take_the_place_of_a_delete_…`).
 #[test]
-#[ignore]
 fn dense_key_collisions_found_apart_2026_11_27() {
     use Step::*;
     let steps = vec![
@@ -181,7 +188,65 @@ fn dense_key_collisions_found_apart_2026_11_27() {
         Sync { peer: 2 },
         Sync { peer: 1 },
     ];
-    run(3, steps, false).unwrap();
+    run(3, steps, false, Some("321")).unwrap();
+}
+
+/// Another case `dense_key_collisions_converge` found on 2026-11-27 (in
+/// 1,000 cases), apart whenever p2's id is below p0's (half the runs with
+/// random ids). p2 deletes p1's row 5 and makes a new row 5 (SQLite hands
+/// the key out again); p0 had edited row 5 meanwhile, so it keeps it
+/// against p2's delete and publishes it whole; p1 deleted row 5 too, later
+/// than all that. On p1, p2's new row takes key 5 over p1's tombstone of
+/// the old one, the old row published whole waits for the key (parked),
+/// p2's row moves off when p2 meets the old row, and the parked old row
+/// then finds key 5 free with no trace of p1's own, newer delete: p1
+/// brings row 5 back, p0 and p2 do not. The state keeps one row per key,
+/// so a tombstone that another row replaces is gone (README, known limits).
+#[test]
+#[ignore]
+fn a_row_deleted_last_stays_deleted_when_another_row_held_its_key_meanwhile() {
+    use Step::*;
+    let steps = vec![
+        Sync { peer: 0 },
+        Delete { peer: 1, id: 4 },
+        Write { peer: 0, id: 1, col: 0 },
+        Write { peer: 1, id: 5, col: 1 },
+        Sync { peer: 1 },
+        Write { peer: 0, id: 1, col: 0 },
+        Sync { peer: 0 },
+        Write { peer: 1, id: 1, col: 0 },
+        Write { peer: 1, id: 5, col: 1 },
+        Write { peer: 1, id: 3, col: 0 },
+        Sync { peer: 0 },
+        Write { peer: 0, id: 4, col: 0 },
+        Write { peer: 0, id: 2, col: 1 },
+        Write { peer: 0, id: 3, col: 0 },
+        Write { peer: 2, id: 4, col: 1 },
+        Sync { peer: 0 },
+        Write { peer: 1, id: 4, col: 1 },
+        Write { peer: 0, id: 2, col: 1 },
+        Write { peer: 1, id: 4, col: 0 },
+        Sync { peer: 2 },
+        Write { peer: 1, id: 5, col: 0 },
+        Write { peer: 2, id: 3, col: 0 },
+        Write { peer: 0, id: 4, col: 0 },
+        Delete { peer: 2, id: 1 },
+        Write { peer: 0, id: 2, col: 1 },
+        Delete { peer: 1, id: 4 },
+        Write { peer: 0, id: 5, col: 0 },
+        Write { peer: 1, id: 4, col: 0 },
+        Delete { peer: 2, id: 5 },
+        Sync { peer: 2 },
+        Delete { peer: 2, id: 3 },
+        Delete { peer: 1, id: 5 },
+        Sync { peer: 2 },
+        Write { peer: 2, id: 5, col: 0 },
+        Write { peer: 1, id: 3, col: 1 },
+        Write { peer: 2, id: 3, col: 1 },
+        Sync { peer: 2 },
+        Write { peer: 2, id: 3, col: 0 },
+    ];
+    run(3, steps, false, Some("321")).unwrap();
 }
 
 fn cases() -> u32 {
@@ -193,7 +258,7 @@ proptest! {
 
     #[test]
     fn three_peers_converge_under_any_interleaving(steps in proptest::collection::vec(step(3), 1..40)) {
-        run(3, steps, true)?;
+        run(3, steps, true, None)?;
     }
 
     /// Every peer may make any id, so nearly every insert collides with
@@ -201,7 +266,7 @@ proptest! {
     /// edited, deleted and made again.
     #[test]
     fn dense_key_collisions_converge(steps in proptest::collection::vec(step(3), 1..40)) {
-        run(3, steps, false)?;
+        run(3, steps, false, None)?;
     }
 }
 

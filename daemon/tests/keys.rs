@@ -385,6 +385,36 @@ fn a_row_that_lost_its_key_does_not_displace_a_row_made_later_where_the_key_was_
 }
 
 #[test]
+fn a_row_moved_to_a_fresh_key_does_not_take_the_place_of_a_delete_that_came_before_its_row() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    let before = hub.files();
+    // b makes note 1, then note 2; c gets both and deletes note 2.
+    ps[1].exec("INSERT INTO notes VALUES (1, 'b1', 'made on b');");
+    ps[1].sync();
+    ps[1].exec("INSERT INTO notes VALUES (2, 'b2', 'made on b, deleted on c');");
+    ps[1].sync();
+    ps[2].sync();
+    ps[2].exec("DELETE FROM notes WHERE id = 2;");
+    ps[2].sync();
+    // a, apart, makes a younger note 1, and gets c's delete before any of
+    // b's batches: it knows key 2 only as deleted.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    ps[0].exec("INSERT INTO notes VALUES (1, 'a1', 'made on a');");
+    {
+        let _late = delay_batches(&hub, &before, &mut ps[1]);
+        ps[0].sync();
+    }
+    // b's note 1 moves a's off key 1, then b's note 2 arrives: it was
+    // deleted, whatever key a's note moved to.
+    ps[0].sync();
+    assert_eq!(ps[0].one("SELECT count(*) FROM notes WHERE title = 'b2'"), "Integer(0)", "c's delete holds on a");
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert_eq!(notes(&ps[0]), ["Text(\"a1\")|Text(\"made on a\")", "Text(\"b1\")|Text(\"made on b\")"]);
+}
+
+#[test]
 fn a_row_brought_back_by_a_later_edit_keeps_its_key_and_a_row_made_there_since_moves() {
     let hub = Hub::new();
     let mut ps = peers(&hub);

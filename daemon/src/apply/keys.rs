@@ -512,19 +512,30 @@ impl Applier<'_> {
     }
 
     /// Moves the local row at integer key `from` to a key no peer's batch
-    /// in hand uses, with the rows that refer to it. Returns the new key.
+    /// in hand uses and the state does not know, with the rows that refer
+    /// to it. Returns the new key.
     pub(super) fn move_to_fresh_key(
         &self,
         table: &Table,
+        tbl: i64,
         batch: &TableChanges,
         from: &Value,
-    ) -> rusqlite::Result<Value> {
+    ) -> Result<Value, ApplyError> {
         let key_column = &table.columns[table.key[0]].name;
         let max_here: i64 = self.user.query_row(
             &format!("SELECT coalesce(max({}), 0) FROM main.{}", quote_ident(key_column), quote_ident(&table.name)),
             [],
             |r| r.get(0),
         )?;
+        // A key the database has no row at may still be a delete's in the
+        // state (one that came before the row it deletes): the moved row's
+        // state there would put that delete out of mind, and the row it
+        // deletes would come back when it arrives.
+        let known = self.state.greatest_key(tbl)?.and_then(|k| value::decode_key(&k).ok());
+        let max_known = match known.as_deref() {
+            Some([Value::Integer(i), ..]) => *i,
+            _ => 0,
+        };
         let max_batch = batch
             .changes
             .iter()
@@ -534,7 +545,7 @@ impl Applier<'_> {
             })
             .max()
             .unwrap_or(0);
-        let to = Value::Integer(max_here.max(max_batch) + 1);
+        let to = Value::Integer(max_here.max(max_batch).max(max_known) + 1);
         constraints::repoint_children(self.user, self.constraints, &table.name, key_column, from, &to)?;
         self.user.execute(
             &format!(
