@@ -148,8 +148,14 @@ const COL_BYTES: usize = 28;
 /// First byte of the encoding with one version for every column.
 const SHARED_VERSION: u8 = 1;
 
-const PUT_ROW: &str =
-    "INSERT OR REPLACE INTO rows(tbl, key, hash, del_clock, del_peer, cols) VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
+/// The statement that puts rows' states, up to its `VALUES`.
+macro_rules! put_rows_into {
+    () => {
+        "INSERT OR REPLACE INTO rows(tbl, key, hash, del_clock, del_peer, cols) VALUES "
+    };
+}
+
+const PUT_ROW: &str = concat!(put_rows_into!(), "(?1, ?2, ?3, ?4, ?5, ?6)");
 
 /// Rows a [`RowWriter`] puts with one statement: a multi-row `INSERT`
 /// steps SQLite's statement machinery once for all of them, which is a
@@ -225,7 +231,7 @@ impl RowWriter<'_> {
 /// with the same key, as separate statements would.
 fn put_rows_sql(rows: usize) -> String {
     let values = vec!["(?, ?, ?, ?, ?, ?)"; rows].join(", ");
-    format!("INSERT OR REPLACE INTO rows(tbl, key, hash, del_clock, del_peer, cols) VALUES {values}")
+    format!("{}{values}", put_rows_into!())
 }
 
 /// How far this peer has applied another peer's batches.
