@@ -1037,7 +1037,8 @@ impl Applier<'_> {
     /// What carrying `p` out did, if its writes reached the user's database
     /// before a crash (planned against the state as it was then).
     fn reached(&self, table: &Table, p: &Planned<'_>, peers: &Peers) -> Result<Option<Outcome>, ApplyError> {
-        let now = read_row(self.user, table, &key_values_local(table, p.table, &p.change))?;
+        let key_values = key_values_local(table, p.table, &p.change);
+        let now = read_row(self.user, table, &key_values)?;
         let same = |columns: &[(usize, Value)], values: &[Value]| {
             columns.iter().all(|(i, v)| value::hash_value(values[*i].as_ref()) == value::hash_value(v.as_ref()))
         };
@@ -1056,6 +1057,20 @@ impl Applier<'_> {
                 s
             }
             (Action::Delete, None) => p.decision.new_state.clone().expect("delete has a state"),
+            // The local row moved to a fresh key in the same transaction:
+            // its move is recorded as `carry_out` would have, or the next
+            // capture would publish it as a new row, a copy of itself.
+            (Action::MoveLocalAndInsert { columns }, Some(values)) if same(columns, &values) => {
+                let born = p.local.as_ref().and_then(|l| merge::birth(table, l)).and_then(|b| b.to_wire(peers));
+                if let (Some(born), Some(to)) = (born, self.moved_out_of_the_way(table, p, &key_values[0])?) {
+                    outcome.moves.push((born, to, Some(to_publish_whole(table, p.local.as_ref()))));
+                    outcome.moved = true;
+                    outcome.side_effects = true;
+                }
+                let mut s = p.decision.new_state.clone().expect("write has a state");
+                complete_state(table, &values, &mut s);
+                s
+            }
             _ => return Ok(None),
         };
         outcome.record = Record::Put(state);

@@ -514,6 +514,45 @@ fn a_crash_while_a_moved_row_arrives_neither_loses_it_nor_publishes_its_old_plac
 }
 
 #[test]
+fn a_crash_after_moving_a_row_made_here_out_of_an_older_rows_way_publishes_the_move_not_a_new_row() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    let before_c = note_one_made_on_c_then_on_a(&hub, &mut ps);
+    let c_id = ps[2].engine().identity.peer_id.clone();
+    let c_batch: Vec<_> = hub
+        .files()
+        .into_iter()
+        .filter(|f| !before_c.contains(f) && f.to_string_lossy().contains(&c_id))
+        .filter(|f| f.to_string_lossy().contains("/changes/"))
+        .collect();
+    assert_eq!(c_batch.len(), 1, "{c_batch:?}");
+    // a meets c's older note: its own moves to a fresh key, c's takes key 1.
+    // The crash comes after a's database committed that, before the state
+    // recorded it.
+    let state = ps[0].state_file();
+    let before_move = hub.files();
+    ps[0].sync();
+    assert_eq!(ps[0].rows("SELECT id, title FROM notes ORDER BY id").len(), 2);
+    ps[0].crash_after_user_commit(&state, &c_id, 1, &c_batch[0]);
+    // Nor was the moved row published: that comes after recording.
+    for published in
+        hub.files().into_iter().filter(|f| !before_move.contains(f) && f.to_string_lossy().contains("/changes/"))
+    {
+        std::fs::remove_file(published).unwrap();
+    }
+    ps[0].sync();
+    assert_eq!(ps[0].engine().state().parked_count().unwrap(), 0, "c's note is in a's database already");
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    for p in &ps {
+        assert_eq!(notes(p), ["Text(\"from a\")|Text(\"younger\")", "Text(\"from c\")|Text(\"older\")"], "{}", p.name);
+    }
+    // Published as a new row instead, a's note would be a copy of itself:
+    // c would log the original as lost to its own.
+    assert_no_conflicts(&mut ps);
+}
+
+#[test]
 fn two_rows_that_swap_a_unique_value_between_two_captures_swap_everywhere() {
     let hub = Hub::new();
     let mut ps = with_two_bookmarks(&hub);

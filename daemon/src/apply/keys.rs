@@ -527,6 +527,23 @@ impl Applier<'_> {
             [],
             |r| r.get(0),
         )?;
+        let to = Value::Integer(max_here.max(self.fresh_key_floor(tbl, batch)?) + 1);
+        constraints::repoint_children(self.user, self.constraints, &table.name, key_column, from, &to)?;
+        self.user.execute(
+            &format!(
+                "UPDATE main.{} SET {} = ?1 WHERE {}",
+                quote_ident(&table.name),
+                quote_ident(key_column),
+                table.key_predicate(2)
+            ),
+            rusqlite::params![to, from],
+        )?;
+        Ok(to)
+    }
+
+    /// The greatest key a row moved out of another's way must go above:
+    /// every key of the batch in hand, and every key the state knows.
+    fn fresh_key_floor(&self, tbl: i64, batch: &TableChanges) -> Result<i64, ApplyError> {
         // A key the database has no row at may still be a delete's in the
         // state (one that came before the row it deletes): the moved row's
         // state there would put that delete out of mind, and the row it
@@ -545,18 +562,39 @@ impl Applier<'_> {
             })
             .max()
             .unwrap_or(0);
-        let to = Value::Integer(max_here.max(max_batch).max(max_known) + 1);
-        constraints::repoint_children(self.user, self.constraints, &table.name, key_column, from, &to)?;
-        self.user.execute(
-            &format!(
-                "UPDATE main.{} SET {} = ?1 WHERE {}",
-                quote_ident(&table.name),
-                quote_ident(key_column),
-                table.key_predicate(2)
-            ),
-            rusqlite::params![to, from],
-        )?;
-        Ok(to)
+        Ok(max_known.max(max_batch))
+    }
+
+    /// Where [`Self::move_to_fresh_key`] put the local row that `p` found at
+    /// integer key `from`, when a crash came before the state recorded the
+    /// move: the row above the fresh-key floor that, put back at `from`, is
+    /// the row the state knew there.
+    pub(super) fn moved_out_of_the_way(
+        &self,
+        table: &Table,
+        p: &Planned<'_>,
+        from: &Value,
+    ) -> Result<Option<Vec<u8>>, ApplyError> {
+        let Some(local) = &p.local else { return Ok(None) };
+        let key = table.key[0];
+        let key_column = quote_ident(&table.columns[key].name);
+        let sql = format!(
+            "SELECT {} FROM main.{} WHERE {key_column} > ?1 ORDER BY {key_column}",
+            table.select_list(),
+            quote_ident(&table.name),
+        );
+        let floor = self.fresh_key_floor(p.tbl, p.table)?;
+        let mut stmt = self.user.prepare(&sql)?;
+        let mut rows = stmt.query([floor])?;
+        while let Some(r) = rows.next()? {
+            let mut values: Vec<Value> =
+                (0..table.columns.len()).map(|i| r.get_ref(i).map(Value::from_ref)).collect::<Result<_, _>>()?;
+            let at = std::mem::replace(&mut values[key], from.clone());
+            if row_hash(table, &values) == local.hash {
+                return Ok(Some(value::encode_key([at.as_ref()])));
+            }
+        }
+        Ok(None)
     }
 
     /// True for an insert whose row has arrived at another key since (it
