@@ -696,7 +696,15 @@ impl<'a> Applier<'a> {
                     outcome.record = park(ParkReason::ParentMissing, detail);
                     return Ok(outcome);
                 }
-                let to = self.move_to_fresh_key(table, p.tbl, p.table, &key_values[0])?;
+                let Some(to) = self.move_to_fresh_key(table, p.tbl, p.table, &key_values[0])? else {
+                    let detail = format!(
+                        "the row made here with this key cannot move out of the way: the table uses the greatest \
+                         integer key ({}); give that row a smaller key",
+                        i64::MAX
+                    );
+                    outcome.record = park(ParkReason::KeyNotFreeYet, detail);
+                    return Ok(outcome);
+                };
                 // The moved row stays the same row: its state goes along,
                 // so that capture publishes it whole at its new key.
                 let born = p.local.as_ref().and_then(|l| merge::birth(table, l)).and_then(|b| b.to_wire(peers));

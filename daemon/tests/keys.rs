@@ -553,6 +553,25 @@ fn a_crash_after_moving_a_row_made_here_out_of_an_older_rows_way_publishes_the_m
 }
 
 #[test]
+fn a_row_made_here_with_the_greatest_key_waits_with_a_reason_when_an_older_row_claims_it() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    ps[2].exec(&format!("INSERT INTO notes VALUES ({}, 'from c', 'older');", i64::MAX));
+    let before = hub.files();
+    ps[2].sync();
+    let late = delay_batches(&hub, &before, &mut ps[2]);
+    ps[0].exec(&format!("INSERT INTO notes VALUES ({}, 'from a', 'younger');", i64::MAX));
+    ps[0].sync();
+    drop(late);
+    // No key above the greatest is left for a's note to move to.
+    let report = ps[0].sync();
+    assert_eq!(report.applied.parked, 1, "{report:?}");
+    assert_eq!(notes(&ps[0]), ["Text(\"from a\")|Text(\"younger\")"]);
+    let waiting = ps[0].engine().state().parked().unwrap();
+    assert!(waiting.iter().any(|w| w.reason.contains("greatest integer key")), "{waiting:?}");
+}
+
+#[test]
 fn two_rows_that_swap_a_unique_value_between_two_captures_swap_everywhere() {
     let hub = Hub::new();
     let mut ps = with_two_bookmarks(&hub);

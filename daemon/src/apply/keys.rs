@@ -513,21 +513,24 @@ impl Applier<'_> {
 
     /// Moves the local row at integer key `from` to a key no peer's batch
     /// in hand uses and the state does not know, with the rows that refer
-    /// to it. Returns the new key.
+    /// to it. Returns the new key, or `None` when no integer key is left
+    /// above those (one of them is the greatest SQLite allows).
     pub(super) fn move_to_fresh_key(
         &self,
         table: &Table,
         tbl: i64,
         batch: &TableChanges,
         from: &Value,
-    ) -> Result<Value, ApplyError> {
+    ) -> Result<Option<Value>, ApplyError> {
         let key_column = &table.columns[table.key[0]].name;
         let max_here: i64 = self.user.query_row(
             &format!("SELECT coalesce(max({}), 0) FROM main.{}", quote_ident(key_column), quote_ident(&table.name)),
             [],
             |r| r.get(0),
         )?;
-        let to = Value::Integer(max_here.max(self.fresh_key_floor(tbl, batch)?) + 1);
+        let Some(to) = max_here.max(self.fresh_key_floor(tbl, batch)?).checked_add(1).map(Value::Integer) else {
+            return Ok(None);
+        };
         constraints::repoint_children(self.user, self.constraints, &table.name, key_column, from, &to)?;
         self.user.execute(
             &format!(
@@ -538,7 +541,7 @@ impl Applier<'_> {
             ),
             rusqlite::params![to, from],
         )?;
-        Ok(to)
+        Ok(Some(to))
     }
 
     /// The greatest key a row moved out of another's way must go above:
