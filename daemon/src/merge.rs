@@ -224,6 +224,7 @@ pub fn decide(
     policy: &Policy,
     peers: &dyn PeerBook,
     local_value: &mut dyn FnMut(usize) -> Value,
+    kept_delete: Option<Version>,
 ) -> Decision {
     let op = &change.op;
     let version = Version { clock: remote.body.clock, peer: remote.author };
@@ -241,6 +242,30 @@ pub fn decide(
         Op::Insert(_) => born_now(table, &mapped, version),
         Op::Row(_) => born_here(change, peers),
         _ => None,
+    };
+    // The row was deleted here, and another row has taken its key (and its
+    // tombstone) since: the delete decides all the same, as its tombstone
+    // would have.
+    let tombstone;
+    let local = match (kept_delete, remote_born, op) {
+        (Some(d), Some(born), Op::Insert(_) | Op::Row(_)) => {
+            if !seen(d) && !wins(version, d) {
+                return remote_row_loses(
+                    remote_image(),
+                    version,
+                    d,
+                    "edited by a peer, deleted here concurrently; the delete won",
+                );
+            }
+            match local {
+                Some(row) if row.deleted.is_none() || birth(table, row).is_some_and(|b| b.is_known()) => local,
+                _ => {
+                    tombstone = tombstone_of(table, born, d);
+                    Some(&tombstone)
+                }
+            }
+        }
+        _ => local,
     };
     match (op, local) {
         (Op::Insert(_) | Op::Row(_), Some(row)) if saw_our_row_go(table, row, remote_born, &seen, peers) => {
@@ -400,6 +425,37 @@ impl Birth {
 pub fn birth(table: &Table, row: &RowState) -> Option<Birth> {
     let key = table.key.first()?;
     row.col(value::hash_name(&table.columns[*key].name)).map(|c| Birth { version: c.version, key_hash: c.value_hash })
+}
+
+/// The tombstone of the row born `born`, deleted by `deleted`.
+fn tombstone_of(table: &Table, born: Birth, deleted: Version) -> RowState {
+    let cols = table
+        .key
+        .first()
+        .map(|&k| ColState {
+            name_hash: value::hash_name(&table.columns[k].name),
+            value_hash: born.key_hash,
+            version: born.version,
+        })
+        .into_iter()
+        .collect();
+    RowState { hash: 0, deleted: Some(deleted), cols }
+}
+
+/// The delete of a row that a state about to replace `local` (a
+/// tombstone) by `new_state` (another row) would forget: the deleted row's
+/// birth and the delete's version. Kept by birth, it still decides when
+/// that row arrives (see [`decide`]'s `kept_delete`).
+pub fn delete_replaced(
+    table: &Table,
+    local: Option<&RowState>,
+    new_state: Option<&RowState>,
+) -> Option<(Birth, Version)> {
+    let (local, new_state) = (local?, new_state?);
+    let deleted = local.deleted.filter(|d| d.clock != 0)?;
+    let gone = birth(table, local).filter(|b| b.is_known())?;
+    let is_another_row = new_state.deleted.is_none() && birth(table, new_state) != Some(gone);
+    (table.integer_primary_key && is_another_row).then_some((gone, deleted))
 }
 
 /// The birth a change carries, in local terms.
