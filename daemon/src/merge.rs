@@ -248,7 +248,10 @@ pub fn decide(
     // would have.
     let tombstone;
     let local = match (kept_delete, remote_born, op) {
-        (Some(d), Some(born), Op::Insert(_) | Op::Row(_)) => {
+        // A delete carries the birth of a row its author had: it came after
+        // the row's insert, which it supersedes.
+        (Some(_), Some(_), Op::Insert(_)) => return Decision::of(Action::Skip),
+        (Some(d), Some(born), Op::Row(_)) => {
             if !seen(d) && !wins(version, d) {
                 return remote_row_loses(
                     remote_image(),
@@ -280,11 +283,26 @@ pub fn decide(
         (Op::Columns(_) | Op::Delete, Some(row)) if born_elsewhere(table, row, change.born, peers) => {
             Decision::of(Action::Park(ParkReason::RowMissing))
         }
+        // A delete that comes before its row keeps the row's birth: the row
+        // is then known when it arrives, and told apart from another row
+        // made with its key.
         (Op::Delete, None) => Decision {
             action: Action::RecordOnly,
-            new_state: Some(RowState { hash: 0, deleted: Some(version), cols: Vec::new() }),
+            new_state: Some(match born_here(change, peers).filter(|_| table.integer_primary_key) {
+                Some(born) => tombstone_of(table, born, version),
+                None => RowState { hash: 0, deleted: Some(version), cols: Vec::new() },
+            }),
             conflicts: Vec::new(),
         },
+        // The insert of a row whose delete is here: the delete's author had
+        // the row (the delete carries its birth), so it supersedes it.
+        (Op::Insert(_), Some(row))
+            if row.deleted.is_some()
+                && remote_born.is_some_and(|r| r.is_known())
+                && birth(table, row) == remote_born =>
+        {
+            Decision::of(Action::Skip)
+        }
         (Op::Delete, Some(row)) if row.deleted.is_some() => {
             let d = row.deleted.expect("checked");
             if compare_versions(version, d, peers) == Ordering::Greater {

@@ -725,3 +725,25 @@ fn a_delete_made_here_holds_after_a_row_made_here_took_its_key_and_the_row_moved
         ["Text(\"newest\")|Text(\"made on c after the delete\")", "Text(\"oldest\")|Text(\"made on a\")"]
     );
 }
+
+#[test]
+fn a_delete_that_arrives_before_its_row_keeps_it_out_and_logs_no_conflict() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    let before = hub.files();
+    ps[1].exec("INSERT INTO notes VALUES (3, 'b3', 'made on b');");
+    ps[1].sync();
+    ps[2].sync();
+    ps[2].exec("DELETE FROM notes WHERE id = 3;");
+    ps[2].sync();
+    // a gets c's delete before b's note: the delete came after the note
+    // (c had it), so the note stays out with nothing to put in a conflict log.
+    {
+        let _late = delay_batches(&hub, &before, &mut ps[1]);
+        ps[0].sync();
+    }
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert!(notes(&ps[0]).is_empty());
+    assert_no_conflicts(&mut ps);
+}
