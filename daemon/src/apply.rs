@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 mod keys;
+use keys::replaced_delete;
 
 /// A write transaction on the user's database lasts about this long at most,
 /// so the application that owns it is never blocked for long.
@@ -201,6 +202,9 @@ struct Planned<'b> {
     /// `local` is its state there.
     from: Option<Vec<u8>>,
     decision: Decision,
+    /// The birth of the row arriving, when a delete of it kept by birth
+    /// took part in the decision (see `keys::kept_delete_for`).
+    kept_delete: Option<Born>,
 }
 
 struct Outcome {
@@ -221,6 +225,12 @@ struct Outcome {
     moves: Vec<(Born, Vec<u8>, Option<RowState>)>,
     /// Keys a moved row left here: recorded as free, published as nothing.
     vacated_elsewhere: Vec<Vec<u8>>,
+    /// The delete (birth, clock and peer) that the row put at `key` takes
+    /// the tombstone of: kept by birth.
+    replaced_delete: Option<(Born, (u64, u128))>,
+    /// A row whose delete was kept by birth, back here: the delete is
+    /// forgotten once the row is put.
+    revived: Option<Born>,
 }
 
 impl Outcome {
@@ -236,6 +246,8 @@ impl Outcome {
             vacated: false,
             moves: Vec::new(),
             vacated_elsewhere: Vec::new(),
+            replaced_delete: None,
+            revived: p.kept_delete,
         }
     }
 }
@@ -460,7 +472,8 @@ impl<'a> Applier<'a> {
         let (change, key, local) = self.follow_move(table, tbl, change, key, local, peers)?;
         if local.is_some() && self.moved_elsewhere(table, tbl, &change, &key, remote, peers)? {
             let decision = Decision { action: Action::Skip, new_state: None, conflicts: Vec::new() };
-            return Ok(Planned { table: table_changes, change, tbl, key, local, from: None, decision });
+            let (from, kept_delete) = (None, None);
+            return Ok(Planned { table: table_changes, change, tbl, key, local, from, decision, kept_delete });
         }
         // A row its author moved, still at its old key here: merged with
         // its copy there, so that edits made here are not lost in the move.
@@ -478,6 +491,7 @@ impl<'a> Applier<'a> {
             None => key_values_local(table, table_changes, change_ref),
         };
         let mut local_value = |i: usize| read_column(user, table, &read_at, i);
+        let kept_delete = self.kept_delete_for(table, tbl, change_ref, local.as_ref(), remote, peers)?;
         let decision = merge::decide(
             table,
             table_changes,
@@ -488,8 +502,10 @@ impl<'a> Applier<'a> {
             policy,
             peers,
             &mut local_value,
+            kept_delete.map(|(_, d)| d),
         );
-        Ok(Planned { table: table_changes, change, tbl, key, local, from, decision })
+        let kept_delete = kept_delete.map(|(born, _)| born);
+        Ok(Planned { table: table_changes, change, tbl, key, local, from, decision, kept_delete })
     }
 
     /// Writes a chunk to the user's database while a second thread records
@@ -628,6 +644,7 @@ impl<'a> Applier<'a> {
                 return Ok(outcome);
             }
         };
+        outcome.replaced_delete = replaced_delete(table, p, peers);
         if let (Some(from), Action::Write { insert: false, .. } | Action::Skip) = (&p.from, &p.decision.action) {
             return self.move_here(table, p, from, remote, peers, outcome);
         }
@@ -800,6 +817,14 @@ fn record(
             for (born, _, _) in &o.moves {
                 s.forget_key_collision(o.tbl, *born)?;
             }
+            if row.deleted.is_none() {
+                if let Some((born, deleted)) = o.replaced_delete {
+                    s.keep_delete(o.tbl, born, deleted)?;
+                }
+                if let Some(born) = o.revived {
+                    s.forget_kept_delete(o.tbl, born)?;
+                }
+            }
             stats.applied += 1;
         }
         Record::Republish(row) => {
@@ -869,6 +894,7 @@ fn park_plan<'b>(t: &'b TableChanges, c: &'b RowChange, tbl: i64, reason: ParkRe
         local: None,
         from: None,
         decision: Decision { action: Action::Park(reason), new_state: None, conflicts: Vec::new() },
+        kept_delete: None,
     }
 }
 
@@ -1051,6 +1077,7 @@ impl Applier<'_> {
             columns.iter().all(|(i, v)| value::hash_value(values[*i].as_ref()) == value::hash_value(v.as_ref()))
         };
         let mut outcome = Outcome::of(p);
+        outcome.replaced_delete = replaced_delete(table, p, peers);
         let state = match (&p.decision.action, now) {
             (Action::Write { columns, .. }, Some(values)) if same(columns, &values) => {
                 let mut s = p.decision.new_state.clone().expect("write has a state");

@@ -230,7 +230,11 @@ impl TableScan<'_, '_> {
             if !is_unchanged {
                 let known = match matched {
                     Some((_, false)) => Some(KnownRow { cols: state.cols_of_row(self.tbl, &key)? }),
-                    _ => None,
+                    Some((_, true)) => {
+                        self.keep_delete_of_tombstone(state, &key)?;
+                        None
+                    }
+                    None => None,
                 };
                 let values = (0..ncols).map(|i| row.get_ref(i)).collect::<rusqlite::Result<Vec<_>>>()?;
                 self.visit_row(state, &key, &values, &value_hashes, row_hash, known, hlc, out)?;
@@ -346,6 +350,24 @@ impl TableScan<'_, '_> {
         state.put_row(self.tbl, key, &tombstone)?;
         self.stats.deletes += 1;
         self.push(state, RowChange { key: key_values, op: Op::Delete, born }, out)
+    }
+
+    /// A row made here at the key of a deleted one (SQLite hands keys out
+    /// again) takes its tombstone: the delete is kept by the deleted row's
+    /// birth, for when that row arrives again (moved, or published whole).
+    fn keep_delete_of_tombstone(&self, state: &State, key: &[u8]) -> Result<(), CaptureError> {
+        if !self.table.integer_primary_key {
+            return Ok(());
+        }
+        let Some(tombstone) = state.row(self.tbl, key)? else { return Ok(()) };
+        let (Some(deleted), Some(born)) = (tombstone.deleted, self.born(state, &tombstone.cols)) else {
+            return Ok(());
+        };
+        let Some(peer) = Born::peer_number(state.peer_id(deleted.peer)).filter(|_| deleted.clock != 0) else {
+            return Ok(());
+        };
+        state.keep_delete(self.tbl, born, (deleted.clock, peer))?;
+        Ok(())
     }
 
     /// The birth of a known row (its key's column state), to send with a

@@ -224,6 +224,7 @@ pub fn decide(
     policy: &Policy,
     peers: &dyn PeerBook,
     local_value: &mut dyn FnMut(usize) -> Value,
+    kept_delete: Option<Version>,
 ) -> Decision {
     let op = &change.op;
     let version = Version { clock: remote.body.clock, peer: remote.author };
@@ -242,6 +243,33 @@ pub fn decide(
         Op::Row(_) => born_here(change, peers),
         _ => None,
     };
+    // The row was deleted here, and another row has taken its key (and its
+    // tombstone) since: the delete decides all the same, as its tombstone
+    // would have.
+    let tombstone;
+    let local = match (kept_delete, remote_born, op) {
+        // A delete carries the birth of a row its author had: it came after
+        // the row's insert, which it supersedes.
+        (Some(_), Some(_), Op::Insert(_)) => return Decision::of(Action::Skip),
+        (Some(d), Some(born), Op::Row(_)) => {
+            if !seen(d) && !wins(version, d) {
+                return remote_row_loses(
+                    remote_image(),
+                    version,
+                    d,
+                    "edited by a peer, deleted here concurrently; the delete won",
+                );
+            }
+            match local {
+                Some(row) if row.deleted.is_none() || birth(table, row).is_some_and(|b| b.is_known()) => local,
+                _ => {
+                    tombstone = tombstone_of(table, born, d);
+                    Some(&tombstone)
+                }
+            }
+        }
+        _ => local,
+    };
     match (op, local) {
         (Op::Insert(_) | Op::Row(_), Some(row)) if saw_our_row_go(table, row, remote_born, &seen, peers) => {
             Decision::of(Action::Park(ParkReason::KeyNotFreeYet))
@@ -255,11 +283,26 @@ pub fn decide(
         (Op::Columns(_) | Op::Delete, Some(row)) if born_elsewhere(table, row, change.born, peers) => {
             Decision::of(Action::Park(ParkReason::RowMissing))
         }
+        // A delete that comes before its row keeps the row's birth: the row
+        // is then known when it arrives, and told apart from another row
+        // made with its key.
         (Op::Delete, None) => Decision {
             action: Action::RecordOnly,
-            new_state: Some(RowState { hash: 0, deleted: Some(version), cols: Vec::new() }),
+            new_state: Some(match born_here(change, peers).filter(|_| table.integer_primary_key) {
+                Some(born) => tombstone_of(table, born, version),
+                None => RowState { hash: 0, deleted: Some(version), cols: Vec::new() },
+            }),
             conflicts: Vec::new(),
         },
+        // The insert of a row whose delete is here: the delete's author had
+        // the row (the delete carries its birth), so it supersedes it.
+        (Op::Insert(_), Some(row))
+            if row.deleted.is_some()
+                && remote_born.is_some_and(|r| r.is_known())
+                && birth(table, row) == remote_born =>
+        {
+            Decision::of(Action::Skip)
+        }
         (Op::Delete, Some(row)) if row.deleted.is_some() => {
             let d = row.deleted.expect("checked");
             if compare_versions(version, d, peers) == Ordering::Greater {
@@ -400,6 +443,37 @@ impl Birth {
 pub fn birth(table: &Table, row: &RowState) -> Option<Birth> {
     let key = table.key.first()?;
     row.col(value::hash_name(&table.columns[*key].name)).map(|c| Birth { version: c.version, key_hash: c.value_hash })
+}
+
+/// The tombstone of the row born `born`, deleted by `deleted`.
+fn tombstone_of(table: &Table, born: Birth, deleted: Version) -> RowState {
+    let cols = table
+        .key
+        .first()
+        .map(|&k| ColState {
+            name_hash: value::hash_name(&table.columns[k].name),
+            value_hash: born.key_hash,
+            version: born.version,
+        })
+        .into_iter()
+        .collect();
+    RowState { hash: 0, deleted: Some(deleted), cols }
+}
+
+/// The delete of a row that a state about to replace `local` (a
+/// tombstone) by `new_state` (another row) would forget: the deleted row's
+/// birth and the delete's version. Kept by birth, it still decides when
+/// that row arrives (see [`decide`]'s `kept_delete`).
+pub fn delete_replaced(
+    table: &Table,
+    local: Option<&RowState>,
+    new_state: Option<&RowState>,
+) -> Option<(Birth, Version)> {
+    let (local, new_state) = (local?, new_state?);
+    let deleted = local.deleted.filter(|d| d.clock != 0)?;
+    let gone = birth(table, local).filter(|b| b.is_known())?;
+    let is_another_row = new_state.deleted.is_none() && birth(table, new_state) != Some(gone);
+    (table.integer_primary_key && is_another_row).then_some((gone, deleted))
 }
 
 /// The birth a change carries, in local terms.

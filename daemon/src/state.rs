@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS own_snapshots(path TEXT PRIMARY KEY, created_ms INTEG
 CREATE TABLE IF NOT EXISTS moved(
     tbl INTEGER NOT NULL, born_clock INTEGER NOT NULL, born_peer BLOB NOT NULL, born_key INTEGER NOT NULL,
     key BLOB NOT NULL, PRIMARY KEY(tbl, born_clock, born_peer, born_key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deletes_by_birth(
+    tbl INTEGER NOT NULL, born_clock INTEGER NOT NULL, born_peer BLOB NOT NULL, born_key INTEGER NOT NULL,
+    del_clock INTEGER NOT NULL, del_peer BLOB NOT NULL,
+    PRIMARY KEY(tbl, born_clock, born_peer, born_key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inflight(
     peer_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, body BLOB NOT NULL,
     done INTEGER NOT NULL, pending_end INTEGER NOT NULL);
@@ -756,6 +760,54 @@ impl State {
             )?
             .query_row(params![tbl, born.clock as i64, &born.peer.to_be_bytes()[..], born.key as i64], |r| r.get(0))
             .optional()
+    }
+
+    /// Keeps the delete of the row born `born` (`deleted`: its clock and
+    /// peer id) after another row took the row's key and its tombstone
+    /// with it: the row may still arrive, published whole by a peer or
+    /// moved, and the delete must still be judged against it. Of two
+    /// deletes of one row the later stays.
+    pub fn keep_delete(&self, tbl: i64, born: crate::batch::Born, deleted: (u64, u128)) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO deletes_by_birth(tbl, born_clock, born_peer, born_key, del_clock, del_peer) \
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO UPDATE SET \
+                 del_clock = excluded.del_clock, del_peer = excluded.del_peer WHERE excluded.del_clock > del_clock",
+            )?
+            .execute(params![
+                tbl,
+                born.clock as i64,
+                &born.peer.to_be_bytes()[..],
+                born.key as i64,
+                deleted.0 as i64,
+                &deleted.1.to_be_bytes()[..]
+            ])?;
+        Ok(())
+    }
+
+    /// The delete kept for the row born `born` ([`Self::keep_delete`]).
+    pub fn kept_delete(&self, tbl: i64, born: crate::batch::Born) -> Result<Option<(u64, u128)>> {
+        self.conn
+            .prepare_cached(
+                "SELECT del_clock, del_peer FROM deletes_by_birth \
+                 WHERE tbl = ?1 AND born_clock = ?2 AND born_peer = ?3 AND born_key = ?4",
+            )?
+            .query_row(params![tbl, born.clock as i64, &born.peer.to_be_bytes()[..], born.key as i64], |r| {
+                let peer: Vec<u8> = r.get(1)?;
+                Ok((r.get::<_, i64>(0)? as u64, peer.try_into().map(u128::from_be_bytes).unwrap_or(0)))
+            })
+            .optional()
+    }
+
+    /// Forgets the delete kept for the row born `born`: the row is back,
+    /// its edit having won, and its state carries it from now on.
+    pub fn forget_kept_delete(&self, tbl: i64, born: crate::batch::Born) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "DELETE FROM deletes_by_birth WHERE tbl = ?1 AND born_clock = ?2 AND born_peer = ?3 AND born_key = ?4",
+            )?
+            .execute(params![tbl, born.clock as i64, &born.peer.to_be_bytes()[..], born.key as i64])?;
+        Ok(())
     }
 
     pub fn inflight(&self) -> Result<Option<Inflight>> {

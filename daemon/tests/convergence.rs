@@ -200,10 +200,11 @@ fn dense_key_collisions_found_apart_2026_11_27() {
 /// the old one, the old row published whole waits for the key (parked),
 /// p2's row moves off when p2 meets the old row, and the parked old row
 /// then finds key 5 free with no trace of p1's own, newer delete: p1
-/// brings row 5 back, p0 and p2 do not. The state keeps one row per key,
-/// so a tombstone that another row replaces is gone (README, known limits).
+/// brought row 5 back, p0 and p2 did not (the state keeps one row per key,
+/// so the tombstone that another row replaced was gone). Now the delete is
+/// kept by the deleted row's birth (`keys.rs` tells the same story:
+/// `a_delete_made_here_holds_after_another_row_took_its_key_and_gave_it_back`).
 #[test]
-#[ignore]
 fn a_row_deleted_last_stays_deleted_when_another_row_held_its_key_meanwhile() {
     use Step::*;
     let steps = vec![

@@ -706,3 +706,102 @@ fn assert_converged_on(ps: &[Peer], sql: &str) {
         assert_eq!(ps[0].rows(sql), p.rows(sql), "{} differs from {}", p.name, ps[0].name);
     }
 }
+
+#[test]
+fn a_delete_made_here_holds_after_another_row_took_its_key_and_gave_it_back() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    let later = || std::thread::sleep(std::time::Duration::from_millis(5));
+    ps[1].exec("INSERT INTO notes VALUES (5, 'old', 'made on b');");
+    settle_all(&mut ps);
+    // a edits note 5 while c, apart, deletes it and SQLite hands key 5 out
+    // again for a new note.
+    ps[0].exec("UPDATE notes SET body = 'edited on a' WHERE id = 5;");
+    later();
+    ps[2].exec("DELETE FROM notes WHERE id = 5;");
+    ps[2].sync();
+    ps[2].exec("INSERT INTO notes VALUES (5, 'new', 'made on c after the delete');");
+    ps[2].sync();
+    // a's edit is newer than c's delete: a keeps note 5 and publishes it
+    // whole again.
+    later();
+    let before = hub.files();
+    ps[0].sync();
+    ps[0].sync();
+    // b, not having heard of any of that, deletes note 5 last, and gets c's
+    // new note 5 before a's batches: it takes key 5 over b's delete.
+    later();
+    ps[1].exec("DELETE FROM notes WHERE id = 5;");
+    {
+        let _late = delay_batches(&hub, &before, &mut ps[0]);
+        ps[1].sync();
+    }
+    // a's note 5 waits on b for c's to move off the key, and must then
+    // still lose to b's newer delete, as it does on a and c.
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert_eq!(notes(&ps[0]), ["Text(\"new\")|Text(\"made on c after the delete\")"]);
+}
+
+#[test]
+fn a_delete_made_here_holds_after_a_row_made_here_took_its_key_and_the_row_moved() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    let later = || std::thread::sleep(std::time::Duration::from_millis(5));
+    let before_a = hub.files();
+    ps[0].exec("INSERT INTO notes VALUES (5, 'oldest', 'made on a');");
+    ps[0].sync();
+    // b makes a younger note 5 and c gets it, neither having a's yet.
+    later();
+    {
+        let _late_a = delay_batches(&hub, &before_a, &mut ps[0]);
+        ps[1].exec("INSERT INTO notes VALUES (5, 'younger', 'made on b');");
+        ps[1].sync();
+        ps[2].sync();
+    }
+    // b meets a's note and moves its own to a new key.
+    let before_move = hub.files();
+    ps[1].sync();
+    ps[1].sync();
+    // c, hearing of neither, deletes b's note and makes one of its own at
+    // key 5 (SQLite hands the key out again).
+    later();
+    {
+        let _late_a = delay_batches(&hub, &before_a, &mut ps[0]);
+        let _late_move = delay_batches(&hub, &before_move, &mut ps[1]);
+        ps[2].exec("DELETE FROM notes WHERE id = 5;");
+        ps[2].sync();
+        ps[2].exec("INSERT INTO notes VALUES (5, 'newest', 'made on c after the delete');");
+        ps[2].sync();
+    }
+    // b's note arrives on c at its new key, where c's own note may have
+    // moved first: c's delete, newer than the move, still holds.
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert_eq!(
+        notes(&ps[0]),
+        ["Text(\"newest\")|Text(\"made on c after the delete\")", "Text(\"oldest\")|Text(\"made on a\")"]
+    );
+}
+
+#[test]
+fn a_delete_that_arrives_before_its_row_keeps_it_out_and_logs_no_conflict() {
+    let hub = Hub::new();
+    let mut ps = peers(&hub);
+    let before = hub.files();
+    ps[1].exec("INSERT INTO notes VALUES (3, 'b3', 'made on b');");
+    ps[1].sync();
+    ps[2].sync();
+    ps[2].exec("DELETE FROM notes WHERE id = 3;");
+    ps[2].sync();
+    // a gets c's delete before b's note: the delete came after the note
+    // (c had it), so the note stays out with nothing to put in a conflict log.
+    {
+        let _late = delay_batches(&hub, &before, &mut ps[1]);
+        ps[0].sync();
+    }
+    settle_all(&mut ps);
+    assert_converged(&ps);
+    assert!(notes(&ps[0]).is_empty());
+    assert_no_conflicts(&mut ps);
+}

@@ -621,6 +621,40 @@ impl Applier<'_> {
         Ok(self.state.moved_to(tbl, born)?.is_some_and(|now| now != key))
     }
 
+    /// The delete kept by birth ([`crate::state::State::keep_delete`]) of
+    /// the row that `change` brings whole (inserted, moved or published
+    /// again), when the state at its key is not that row's: its birth and
+    /// the delete's version.
+    pub(super) fn kept_delete_for(
+        &self,
+        table: &Table,
+        tbl: i64,
+        change: &RowChange,
+        local: Option<&RowState>,
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+    ) -> Result<Option<(Born, Version)>, ApplyError> {
+        if !table.integer_primary_key {
+            return Ok(None);
+        }
+        let born = match (&change.op, change.key.as_slice()) {
+            (Op::Row(_), _) => change.born,
+            // A row's own insert finds a delete kept only where a tombstone
+            // of it was here (the delete came first): not at an unknown key.
+            (Op::Insert(_), [made_at]) if local.is_some() => {
+                Born::of(remote.body.clock, peers.peer_id(remote.author), table.birth_key(made_at.as_ref()))
+            }
+            _ => None,
+        };
+        let Some(born) = born else { return Ok(None) };
+        if local.and_then(|l| merge::birth(table, l)).and_then(|b| b.to_wire(peers)) == Some(born) {
+            return Ok(None);
+        }
+        let Some((clock, peer)) = self.state.kept_delete(tbl, born)? else { return Ok(None) };
+        let Some(peer) = peers.index_of(peer) else { return Ok(None) };
+        Ok(Some((born, Version { clock, peer })))
+    }
+
     /// A change about a row that moved off this key (two rows were made
     /// with it; see [`merge`]) goes to where that row lives now.
     #[allow(clippy::type_complexity)]
@@ -682,4 +716,11 @@ fn clash_conflict(
         winner_peer: peers.peer_id(winner.1.peer).to_string(),
         reason: reason.to_string(),
     }
+}
+
+/// The delete whose tombstone the row that `p` puts at its key replaces,
+/// as the state keeps it by birth: (birth, (clock, peer id)).
+pub(super) fn replaced_delete(table: &Table, p: &Planned<'_>, peers: &Peers) -> Option<(Born, (u64, u128))> {
+    let (gone, deleted) = merge::delete_replaced(table, p.local.as_ref(), p.decision.new_state.as_ref())?;
+    Some((gone.to_wire(peers)?, (deleted.clock, Born::peer_number(peers.peer_id(deleted.peer))?)))
 }
