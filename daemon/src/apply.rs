@@ -486,11 +486,16 @@ impl<'a> Applier<'a> {
         };
         let change_ref: &RowChange = &change;
         let user = self.user;
-        let read_at = match &from {
-            Some(from) => value::decode_key(from).unwrap_or_default(),
-            None => key_values_local(table, table_changes, change_ref),
+        // Where the local row is read, worked out only if a policy asks
+        // (`lww-column`): most changes never need it.
+        let read_at = std::cell::OnceCell::new();
+        let mut local_value = |i: usize| {
+            let at = read_at.get_or_init(|| match &from {
+                Some(from) => value::decode_key(from).unwrap_or_default(),
+                None => key_values_local(table, table_changes, change_ref),
+            });
+            read_column(user, table, at, i)
         };
-        let mut local_value = |i: usize| read_column(user, table, &read_at, i);
         let kept_delete = self.kept_delete_for(table, tbl, change_ref, local.as_ref(), remote, peers)?;
         let decision = merge::decide(
             table,

@@ -208,7 +208,9 @@ impl RowWriter<'_> {
     pub fn put(&mut self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
         self.pending.push(RowParams::of(tbl, key, row));
         if self.pending.len() == ROWS_PER_STATEMENT {
-            let mut stmt = self.conn.prepare_cached(&put_rows_sql(ROWS_PER_STATEMENT))?;
+            static PUT_ROWS: std::sync::LazyLock<String> =
+                std::sync::LazyLock::new(|| put_rows_sql(ROWS_PER_STATEMENT));
+            let mut stmt = self.conn.prepare_cached(&PUT_ROWS)?;
             for (n, row) in self.pending.iter().enumerate() {
                 row.bind(&mut stmt, 1 + n * 6)?;
             }
