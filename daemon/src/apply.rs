@@ -234,6 +234,19 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// The local row `p` found at its key moved to `new_key` to make room
+    /// for an older row: it stays the same row, so its move is recorded by
+    /// its birth and its state goes along, for capture to publish it whole
+    /// at its new key.
+    fn local_row_moved(&mut self, table: &Table, p: &Planned<'_>, peers: &Peers, new_key: Vec<u8>) {
+        let born = p.local.as_ref().and_then(|l| merge::birth(table, l)).and_then(|b| b.to_wire(peers));
+        if let Some(born) = born {
+            self.moves.push((born, new_key, Some(to_publish_whole(table, p.local.as_ref()))));
+        }
+        self.moved = true;
+        self.side_effects = true;
+    }
+
     /// Nothing done yet for this planned change.
     fn of(p: &Planned<'_>) -> Outcome {
         Outcome {
@@ -727,17 +740,9 @@ impl<'a> Applier<'a> {
                     outcome.record = park(ParkReason::KeyNotFreeYet, detail);
                     return Ok(outcome);
                 };
-                // The moved row stays the same row: its state goes along,
-                // so that capture publishes it whole at its new key.
-                let born = p.local.as_ref().and_then(|l| merge::birth(table, l)).and_then(|b| b.to_wire(peers));
-                if let Some(born) = born {
-                    let new_key = value::encode_key([to.as_ref()]);
-                    outcome.moves.push((born, new_key, Some(to_publish_whole(table, p.local.as_ref()))));
-                }
+                outcome.local_row_moved(table, p, peers, value::encode_key([to.as_ref()]));
                 tracing::info!(table = %table.name, from = %key_values[0].to_json(), to = %to.to_json(),
                     "a peer made a row with the same key first: the row made here moved to a new key");
-                outcome.moved = true;
-                outcome.side_effects = true;
                 let mut outcome = self.insert_new(table, p, remote, peers, columns, &key_values, outcome)?;
                 outcome.vacated = matches!(outcome.record, Record::Park { .. });
                 return Ok(outcome);
@@ -1084,7 +1089,18 @@ impl Applier<'_> {
         let mut outcome = Outcome::of(p);
         outcome.replaced_delete = replaced_delete(table, p, peers);
         let state = match (&p.decision.action, now) {
-            (Action::Write { columns, .. }, Some(values)) if same(columns, &values) => {
+            (Action::Write { columns, .. } | Action::MoveLocalAndInsert { columns }, Some(values))
+                if same(columns, &values) =>
+            {
+                // The local row moved to a fresh key in the same
+                // transaction: its move is recorded as `carry_out` would
+                // have, or the next capture would publish it as a new row,
+                // a copy of itself.
+                if let Action::MoveLocalAndInsert { .. } = p.decision.action
+                    && let Some(to) = self.moved_out_of_the_way(table, p, &key_values[0])?
+                {
+                    outcome.local_row_moved(table, p, peers, to);
+                }
                 let mut s = p.decision.new_state.clone().expect("write has a state");
                 complete_state(table, &values, &mut s);
                 s
@@ -1097,20 +1113,6 @@ impl Applier<'_> {
                 s
             }
             (Action::Delete, None) => p.decision.new_state.clone().expect("delete has a state"),
-            // The local row moved to a fresh key in the same transaction:
-            // its move is recorded as `carry_out` would have, or the next
-            // capture would publish it as a new row, a copy of itself.
-            (Action::MoveLocalAndInsert { columns }, Some(values)) if same(columns, &values) => {
-                let born = p.local.as_ref().and_then(|l| merge::birth(table, l)).and_then(|b| b.to_wire(peers));
-                if let (Some(born), Some(to)) = (born, self.moved_out_of_the_way(table, p, &key_values[0])?) {
-                    outcome.moves.push((born, to, Some(to_publish_whole(table, p.local.as_ref()))));
-                    outcome.moved = true;
-                    outcome.side_effects = true;
-                }
-                let mut s = p.decision.new_state.clone().expect("write has a state");
-                complete_state(table, &values, &mut s);
-                s
-            }
             _ => return Ok(None),
         };
         outcome.record = Record::Put(state);
