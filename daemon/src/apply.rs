@@ -26,7 +26,9 @@ use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+mod fresh;
 mod keys;
+use fresh::FreshInserts;
 use keys::replaced_delete;
 
 /// A write transaction on the user's database lasts about this long at most,
@@ -148,10 +150,37 @@ pub struct Applier<'a> {
 pub type SetAside = Vec<(usize, Value)>;
 
 /// What the recording thread receives.
-enum ToRecord {
+enum ToRecord<'s, 'b> {
     Outcomes(Vec<Outcome>),
+    /// Fresh rows inserted (see `fresh`), all of them `Step::Fresh`.
+    Fresh(&'s [Step<'b>]),
     /// The user's database committed every write of the chunk.
     UserCommitted,
+}
+
+/// What carrying out a chunk hands on to be recorded, in order.
+#[allow(clippy::large_enum_variant)] // an outcome is moved once, into the recorder's next message
+enum Delivered<'s, 'b> {
+    Outcome(Outcome),
+    Fresh(&'s [Step<'b>]),
+}
+
+/// A change of a chunk, ready to be carried out.
+enum Step<'b> {
+    /// Boxed: most of a catch-up's changes are fresh rows, a tenth its size.
+    Planned(Box<Planned<'b>>),
+    /// A row new to this peer, inserted without planning (see `fresh`):
+    /// its table (index into the batch's) and key here.
+    Fresh { table: usize, key: Vec<u8>, change: &'b RowChange },
+}
+
+impl<'b> Step<'b> {
+    fn planned(&self) -> Option<&Planned<'b>> {
+        match self {
+            Step::Planned(p) => Some(p),
+            Step::Fresh { .. } => None,
+        }
+    }
 }
 
 /// What a built statement depends on.
@@ -183,6 +212,9 @@ struct BatchTable<'b, 't> {
     /// chunk is planned: no key above it needs looking up (a new peer
     /// catching up receives rows in key order, all above it).
     greatest_known: Option<Vec<u8>>,
+    /// How rows new to this peer are inserted without planning, when the
+    /// table allows it.
+    fresh: Option<FreshInserts>,
 }
 
 impl BatchTable<'_, '_> {
@@ -413,10 +445,13 @@ impl<'a> Applier<'a> {
         loop {
             let chunk_start = done;
             self.read_greatest_known(&mut tables)?;
-            let mut planned = Vec::with_capacity(CHUNK_MAX_CHANGES.min(flat.len() - done));
-            while done < flat.len() && planned.len() < CHUNK_MAX_CHANGES {
-                let (t, c) = flat[done];
-                planned.push(self.plan(&tables[t], c, &remote, &peers)?);
+            let mut steps = Vec::with_capacity(CHUNK_MAX_CHANGES.min(flat.len() - done));
+            while done < flat.len() && steps.len() < CHUNK_MAX_CHANGES {
+                let (t, change) = flat[done];
+                steps.push(match tables[t].fresh_key(change) {
+                    Some(key) => Step::Fresh { table: t, key, change },
+                    None => Step::Planned(Box::new(self.plan(&tables[t], change, &remote, &peers)?)),
+                });
                 done += 1;
             }
             let is_last = done >= flat.len();
@@ -439,7 +474,7 @@ impl<'a> Applier<'a> {
                 }
                 Ok(())
             };
-            stats += self.write_and_record(&planned, &remote, &peers, author_id, finish)?;
+            stats += self.write_and_record(&steps, &tables, &remote, &peers, author_id, finish)?;
             if is_last {
                 return Ok(stats);
             }
@@ -455,7 +490,10 @@ impl<'a> Applier<'a> {
                 let here = tables
                     .get(&changes.table)
                     .map(|table| (table, ColumnMap::new(table, changes), (self.policy_for)(&table.name)));
-                Ok(BatchTable { changes, tbl: self.state.table_id(&changes.table)?, here, greatest_known: None })
+                let fresh =
+                    here.as_ref().and_then(|(t, map, _)| FreshInserts::for_table(t, changes, map, self.constraints));
+                let tbl = self.state.table_id(&changes.table)?;
+                Ok(BatchTable { changes, tbl, here, greatest_known: None, fresh })
             })
             .collect()
     }
@@ -531,9 +569,10 @@ impl<'a> Applier<'a> {
     /// commits only once the user's database has: a crash in between
     /// leaves the chunk pending for [`recover_inflight`], exactly as when
     /// the two ran one after the other.
-    fn write_and_record(
+    fn write_and_record<'b>(
         &self,
-        planned: &[Planned<'_>],
+        steps: &[Step<'b>],
+        tables: &[BatchTable<'b, '_>],
         remote: &RemoteBatch<'_>,
         peers: &Peers,
         author_id: &str,
@@ -542,7 +581,8 @@ impl<'a> Applier<'a> {
         let mut recorder = self.recorder.borrow_mut();
         let recorder: &mut State = &mut recorder;
         std::thread::scope(|scope| {
-            let (sender, receiver) = std::sync::mpsc::sync_channel::<ToRecord>(planned.len() / RECORD_BATCH + 2);
+            let (sender, receiver) = std::sync::mpsc::channel::<ToRecord>();
+            let version = Version { clock: remote.body.clock, peer: remote.author };
             let recording = std::thread::Builder::new().name("syncd-record".into()).spawn_scoped(scope, move || {
                 recorder.transaction(|s| -> Result<ApplyStats, ApplyError> {
                     let mut stats = ApplyStats::default();
@@ -551,6 +591,15 @@ impl<'a> Applier<'a> {
                             ToRecord::Outcomes(outcomes) => s.write_rows(|rows| -> Result<(), ApplyError> {
                                 for o in &outcomes {
                                     record(s, rows, o, remote, author_id, &mut stats)?;
+                                }
+                                Ok(())
+                            })?,
+                            ToRecord::Fresh(group) => s.write_rows(|rows| -> Result<(), ApplyError> {
+                                for step in group {
+                                    let Step::Fresh { table, key, change } = step else { continue };
+                                    let batch_table = &tables[*table];
+                                    rows.put(batch_table.tbl, key, &fresh::fresh_state(batch_table, change, version))?;
+                                    stats.applied += 1;
                                 }
                                 Ok(())
                             })?,
@@ -568,12 +617,24 @@ impl<'a> Applier<'a> {
             let send = |message| sender.send(message).map_err(|_| ApplyError::Unfinished);
             let mut outcomes = Vec::with_capacity(RECORD_BATCH);
             let written = self
-                .write_chunk(planned, remote, peers, |o| {
-                    outcomes.push(o);
-                    if outcomes.len() < RECORD_BATCH {
-                        return Ok(());
+                .write_chunk(steps, tables, remote, peers, |delivered| match delivered {
+                    Delivered::Outcome(o) => {
+                        outcomes.push(o);
+                        if outcomes.len() < RECORD_BATCH {
+                            return Ok(());
+                        }
+                        send(ToRecord::Outcomes(std::mem::replace(&mut outcomes, Vec::with_capacity(RECORD_BATCH))))
                     }
-                    send(ToRecord::Outcomes(std::mem::replace(&mut outcomes, Vec::with_capacity(RECORD_BATCH))))
+                    // In order: the outcomes delivered before these first.
+                    Delivered::Fresh(group) => {
+                        if !outcomes.is_empty() {
+                            send(ToRecord::Outcomes(std::mem::replace(
+                                &mut outcomes,
+                                Vec::with_capacity(RECORD_BATCH),
+                            )))?;
+                        }
+                        send(ToRecord::Fresh(group))
+                    }
                 })
                 .and_then(|()| send(ToRecord::Outcomes(outcomes)))
                 .and_then(|()| send(ToRecord::UserCommitted));
@@ -589,34 +650,49 @@ impl<'a> Applier<'a> {
 
     /// Carries a chunk out on the user's database in write transactions of
     /// at most [`WRITE_TIME`], handing each outcome to `deliver`.
-    fn write_chunk(
+    fn write_chunk<'s, 'b>(
         &self,
-        planned: &[Planned<'_>],
+        steps: &'s [Step<'b>],
+        tables: &[BatchTable<'b, '_>],
         remote: &RemoteBatch<'_>,
         peers: &Peers,
-        mut deliver: impl FnMut(Outcome) -> Result<(), ApplyError>,
+        mut deliver: impl FnMut(Delivered<'s, 'b>) -> Result<(), ApplyError>,
     ) -> Result<(), ApplyError> {
         let writes = |p: &&Planned<'_>| {
             matches!(p.decision.action, Action::Write { .. } | Action::Delete | Action::MoveLocalAndInsert { .. })
         };
-        let needs_write = planned.iter().any(|p| writes(&p));
+        let planned = || steps.iter().filter_map(Step::planned);
+        let needs_write = steps.iter().any(|s| s.planned().is_none_or(|p| writes(&p)));
         if needs_write {
             self.user.execute_batch("BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON;")?;
         }
         {
             let mut later = self.changed_later.borrow_mut();
             later.clear();
-            for p in planned.iter().filter(writes).filter(|p| !self.constraints.unique(&p.table.table).is_empty()) {
+            for p in planned().filter(writes).filter(|p| !self.constraints.unique(&p.table.table).is_empty()) {
                 later.entry(p.tbl).or_default().insert(p.key.clone());
             }
         }
         let result = (|| -> Result<(), ApplyError> {
             let mut began = Instant::now();
             let mut deferred = Vec::new();
-            for p in planned {
-                match self.carry_out_or_wait(p, remote, peers)? {
-                    Some(outcome) => deliver(outcome)?,
-                    None => deferred.push(p),
+            let mut at = 0;
+            while at < steps.len() {
+                match &steps[at] {
+                    Step::Planned(p) => {
+                        match self.carry_out_or_wait(p, remote, peers)? {
+                            Some(outcome) => deliver(Delivered::Outcome(outcome))?,
+                            None => deferred.push(&**p),
+                        }
+                        at += 1;
+                    }
+                    Step::Fresh { table, .. } => {
+                        let limit = tables[*table].fresh.as_ref().map_or(1, FreshInserts::group_rows);
+                        let same_table = |s: &Step<'_>| matches!(s, Step::Fresh { table: t, .. } if t == table);
+                        let run = steps[at..].iter().take(limit).take_while(|s| same_table(s)).count();
+                        self.insert_fresh(&steps[at..at + run], tables, remote, peers, &mut deliver)?;
+                        at += run;
+                    }
                 }
                 if needs_write && began.elapsed() > WRITE_TIME {
                     // Let the application in; the chunk stays pending in
@@ -625,7 +701,7 @@ impl<'a> Applier<'a> {
                     began = Instant::now();
                 }
             }
-            self.carry_out_deferred(deferred, remote, peers, &mut deliver)
+            self.carry_out_deferred(deferred, remote, peers, &mut |o| deliver(Delivered::Outcome(o)))
         })();
         self.changed_later.borrow_mut().clear();
         self.set_aside.borrow_mut().clear();

@@ -19,7 +19,7 @@ use crate::hub::{Hub, HubError};
 use crate::identity::{self, Identity};
 use crate::outbox::{self, Author, BatchWriter, PublishError};
 use crate::schema::{self, Exclusions, Table};
-use crate::state::{Cursor, State};
+use crate::state::{Checkpointer, Cursor, State};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -118,6 +118,9 @@ pub struct Engine {
     /// A second connection to the state, opened at the first apply: apply
     /// records through it while writing the user's database.
     recorder: Option<State>,
+    /// Checkpoints the state while batches are applied, opened with the
+    /// recorder.
+    checkpointer: Option<Checkpointer>,
     state_path: PathBuf,
     hlc: Hlc,
     exclusions: Exclusions,
@@ -199,6 +202,7 @@ impl Engine {
             user,
             state,
             recorder: None,
+            checkpointer: None,
             state_path,
             hlc,
             data_version: None,
@@ -344,6 +348,7 @@ impl Engine {
             // cache (2 MB) would spill them to the WAL and read them back.
             recorder.connection().pragma_update(None, "cache_size", -16 * 1024)?;
             self.recorder = Some(recorder);
+            self.checkpointer = Some(Checkpointer::start(&self.state_path)?);
         }
         Ok(Applier {
             user: &self.user,
@@ -450,6 +455,9 @@ impl Engine {
         let mut still_skipped = std::collections::BTreeSet::new();
         self.state.pause_checkpoints()?;
         let merged = self.merge_peers(tables, report, &mut still_skipped);
+        if let Some(c) = &self.checkpointer {
+            c.wait();
+        }
         self.state.resume_checkpoints()?;
         merged?;
         // Files that are no longer a problem (repaired, removed) are
@@ -588,6 +596,9 @@ impl Engine {
             };
             self.state.set_durable(true)?;
             let stats = stats?;
+            if let Some(c) = &self.checkpointer {
+                c.ask();
+            }
             report.applied += stats;
             expected += 1;
         }

@@ -193,8 +193,16 @@ impl ColumnMap {
         )
     }
 
+    /// True when every local column is among the batch's.
+    pub fn covers(&self, table: &Table) -> bool {
+        let mut here: Vec<usize> = self.0.iter().flatten().map(|(i, _)| *i).collect();
+        here.sort_unstable();
+        here.dedup();
+        here.len() == table.columns.len()
+    }
+
     /// The change's columns that exist here: (local index, name hash, value).
-    fn mapped<'v>(&self, op: &'v Op) -> Vec<(usize, u64, &'v Value)> {
+    pub fn mapped<'v>(&self, op: &'v Op) -> Vec<(usize, u64, &'v Value)> {
         let here = |(i, h): (usize, u64), v| (i, h, v);
         match op {
             Op::Row(values) | Op::Insert(values) => {
@@ -656,6 +664,16 @@ fn decide_key_collision(
 }
 
 fn insert(table: &Table, mapped: &[(usize, u64, &Value)], version: Version, conflicts: Vec<ConflictNote>) -> Decision {
+    Decision {
+        action: Action::Write { insert: true, columns: mapped.iter().map(|(i, _, v)| (*i, (*v).clone())).collect() },
+        new_state: Some(inserted_state(table, mapped, version)),
+        conflicts,
+    }
+}
+
+/// The state of a row inserted with these columns, each at `version`; the
+/// row hash is left to the one who writes it (see `apply`).
+pub fn inserted_state(table: &Table, mapped: &[(usize, u64, &Value)], version: Version) -> RowState {
     let cols = mapped
         .iter()
         .map(|(i, name_hash, v)| {
@@ -664,11 +682,7 @@ fn insert(table: &Table, mapped: &[(usize, u64, &Value)], version: Version, conf
             ColState { name_hash: *name_hash, value_hash, version }
         })
         .collect();
-    Decision {
-        action: Action::Write { insert: true, columns: mapped.iter().map(|(i, _, v)| (*i, (*v).clone())).collect() },
-        new_state: Some(RowState { hash: 0, deleted: None, cols }),
-        conflicts,
-    }
+    RowState { hash: 0, deleted: None, cols }
 }
 
 fn decide_columns(

@@ -8,9 +8,12 @@
 //! statement on the state lives in this module.
 
 use crate::value::Value;
+pub use checkpointer::Checkpointer;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+mod checkpointer;
 
 pub type Result<T> = std::result::Result<T, rusqlite::Error>;
 

@@ -1,0 +1,170 @@
+//! Rows new to this peer: a remote insert at a key above any the state
+//! knows, in a table where nothing but its key can refuse a row. Planning
+//! would find no local row, no kept delete, no move, and decide to insert
+//! it with its author's version, so these skip planning. They go into the
+//! database [`GROUP_ROWS`] to a statement, and the recording thread works
+//! out their states. A group that SQLite refuses (a row made here with one
+//! of those keys since the last capture, a CHECK, a trigger) is planned and
+//! carried out row by row like any other change, which decides each row
+//! exactly as before.
+
+use super::{Applier, ApplyError, BatchTable, Delivered, Peers, Step, complete_state};
+use crate::batch::{Op, RowChange, TableChanges};
+use crate::constraints::Constraints;
+use crate::merge::{self, ColumnMap, RemoteBatch};
+use crate::schema::{Table, quote_ident};
+use crate::state::{RowState, Version};
+use crate::value::Value;
+use rusqlite::ErrorCode;
+
+/// Rows per INSERT statement: one statement per row costs SQLite more than
+/// the row itself.
+const GROUP_ROWS: usize = 64;
+/// SQLite's default limit on a statement's parameters.
+const MAX_PARAMETERS: usize = 32_766;
+
+/// How the rows of one table of a batch are inserted without planning.
+pub(super) struct FreshInserts {
+    /// Positions in the batch's columns of the values bound, in the
+    /// statements' column order.
+    binds: Vec<usize>,
+    one: String,
+    group: String,
+    group_rows: usize,
+}
+
+impl FreshInserts {
+    /// `None` when a row of this table can be refused for more than its
+    /// key, or the batch lacks a local column (its state would need the
+    /// local default read back).
+    pub(super) fn for_table(
+        table: &Table,
+        changes: &TableChanges,
+        map: &ColumnMap,
+        constraints: &Constraints,
+    ) -> Option<FreshInserts> {
+        let refusable = !constraints.unique(&table.name).is_empty()
+            || constraints.declared_by(&table.name).next().is_some()
+            || !constraints.insert_fails_on_taken_key(table);
+        if refusable || !map.covers(table) {
+            return None;
+        }
+        let (binds, names): (Vec<usize>, Vec<String>) = changes
+            .columns
+            .iter()
+            .enumerate()
+            .filter_map(|(at, name)| table.column_index(name).map(|i| (at, quote_ident(&table.columns[i].name))))
+            .unzip();
+        let row = format!("({})", vec!["?"; binds.len()].join(", "));
+        let insert = format!("INSERT INTO main.{}({}) VALUES ", quote_ident(&table.name), names.join(", "));
+        let group_rows = GROUP_ROWS.min(MAX_PARAMETERS / binds.len().max(1)).max(1);
+        Some(FreshInserts {
+            one: format!("{insert}{row}"),
+            group: format!("{insert}{}", vec![row.as_str(); group_rows].join(", ")),
+            group_rows,
+            binds,
+        })
+    }
+
+    pub(super) fn group_rows(&self) -> usize {
+        self.group_rows
+    }
+}
+
+impl BatchTable<'_, '_> {
+    /// The key of `change` here when it is a fresh row (see the module).
+    pub(super) fn fresh_key(&self, change: &RowChange) -> Option<Vec<u8>> {
+        let (Some(_), Some((table, ..)), Op::Insert(_)) = (&self.fresh, &self.here, &change.op) else {
+            return None;
+        };
+        if change.key.iter().any(|v| matches!(v, Value::Null)) {
+            return None;
+        }
+        super::local_key(table, self.changes, change).filter(|key| !self.may_know(key))
+    }
+}
+
+impl Applier<'_> {
+    /// Inserts a group of fresh rows of one table, in one statement when it
+    /// is a full group; a row SQLite refuses goes the way of any change.
+    pub(super) fn insert_fresh<'s, 'b>(
+        &self,
+        group: &'s [Step<'b>],
+        tables: &[BatchTable<'b, '_>],
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+        deliver: &mut impl FnMut(Delivered<'s, 'b>) -> Result<(), ApplyError>,
+    ) -> Result<(), ApplyError> {
+        let Some(Step::Fresh { table, .. }) = group.first() else { return Ok(()) };
+        let batch_table = &tables[*table];
+        let fresh = batch_table.fresh.as_ref().expect("a fresh row's table inserts fresh rows");
+        if group.len() == fresh.group_rows {
+            if self.insert_values(&fresh.group, fresh, group)? {
+                return deliver(Delivered::Fresh(group));
+            }
+            // The row refused is not known: each goes the usual way.
+            for step in group {
+                deliver(self.planned_and_carried_out(batch_table, step, remote, peers)?)?;
+            }
+            return Ok(());
+        }
+        for (n, step) in group.iter().enumerate() {
+            let one = &group[n..=n];
+            if self.insert_values(&fresh.one, fresh, one)? {
+                deliver(Delivered::Fresh(one))?;
+            } else {
+                deliver(self.planned_and_carried_out(batch_table, step, remote, peers)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh row SQLite refused, decided and carried out as any change:
+    /// it finds what refused it (a row made here, a CHECK) and waits.
+    fn planned_and_carried_out<'s, 'b>(
+        &self,
+        batch_table: &BatchTable<'b, '_>,
+        step: &Step<'b>,
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+    ) -> Result<Delivered<'s, 'b>, ApplyError> {
+        let Step::Fresh { change, .. } = step else { unreachable!("a group holds fresh rows only") };
+        let p = self.plan(batch_table, change, remote, peers)?;
+        Ok(Delivered::Outcome(self.carry_out(&p, remote, peers)?))
+    }
+
+    /// Runs `sql` with the values of `rows`: false when SQLite refuses one
+    /// of them, and then none is written.
+    fn insert_values(&self, sql: &str, fresh: &FreshInserts, rows: &[Step<'_>]) -> Result<bool, ApplyError> {
+        let mut stmt = self.user.prepare_cached(sql)?;
+        let mut n = 0;
+        for step in rows {
+            let Step::Fresh { change, .. } = step else { continue };
+            let Op::Insert(values) = &change.op else { continue };
+            for &at in &fresh.binds {
+                n += 1;
+                stmt.raw_bind_parameter(n, values.get(at).unwrap_or(&Value::Null))?;
+            }
+        }
+        match stmt.raw_execute() {
+            Ok(_) => Ok(true),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The state of a fresh row once inserted: what planning and carrying it
+/// out would have recorded.
+pub(super) fn fresh_state(batch_table: &BatchTable<'_, '_>, change: &RowChange, version: Version) -> RowState {
+    let (table, map, _) = batch_table.here.as_ref().expect("a fresh row's table is here");
+    let mapped = map.mapped(&change.op);
+    let mut state = merge::inserted_state(table, &mapped, version);
+    let null = Value::Null;
+    let mut image = vec![&null; table.columns.len()];
+    for (i, _, v) in &mapped {
+        image[*i] = v;
+    }
+    complete_state(table, &image, &mut state);
+    state
+}
