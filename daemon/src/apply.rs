@@ -152,8 +152,10 @@ pub type SetAside = Vec<(usize, Value)>;
 /// What the recording thread receives.
 enum ToRecord<'s, 'b> {
     Outcomes(Vec<Outcome>),
-    /// Fresh rows inserted (see `fresh`), all of them `Step::Fresh`.
-    Fresh(&'s [Step<'b>]),
+    /// Fresh rows inserted (see `fresh`), all of them `Step::Fresh`, with
+    /// their states: worked out by the writing thread, which has less to
+    /// do than this one.
+    Fresh(&'s [Step<'b>], Vec<RowState>),
     /// The user's database committed every write of the chunk.
     UserCommitted,
 }
@@ -594,11 +596,10 @@ impl<'a> Applier<'a> {
                                 }
                                 Ok(())
                             })?,
-                            ToRecord::Fresh(group) => s.write_rows(|rows| -> Result<(), ApplyError> {
-                                for step in group {
-                                    let Step::Fresh { table, key, change } = step else { continue };
-                                    let batch_table = &tables[*table];
-                                    rows.put(batch_table.tbl, key, &fresh::fresh_state(batch_table, change, version))?;
+                            ToRecord::Fresh(group, states) => s.write_rows(|rows| -> Result<(), ApplyError> {
+                                for (step, state) in group.iter().zip(&states) {
+                                    let Step::Fresh { table, key, .. } = step else { continue };
+                                    rows.put(tables[*table].tbl, key, state)?;
                                     stats.applied += 1;
                                 }
                                 Ok(())
@@ -633,7 +634,13 @@ impl<'a> Applier<'a> {
                                 Vec::with_capacity(RECORD_BATCH),
                             )))?;
                         }
-                        send(ToRecord::Fresh(group))
+                        let states = group.iter().filter_map(|step| match step {
+                            Step::Fresh { table, change, .. } => {
+                                Some(fresh::fresh_state(&tables[*table], change, version))
+                            }
+                            Step::Planned(_) => None,
+                        });
+                        send(ToRecord::Fresh(group, states.collect()))
                     }
                 })
                 .and_then(|()| send(ToRecord::Outcomes(outcomes)))
