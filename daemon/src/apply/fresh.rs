@@ -2,11 +2,11 @@
 //! knows, in a table where nothing but its key can refuse a row. Planning
 //! would find no local row, no kept delete, no move, and decide to insert
 //! it with its author's version, so these skip planning. They go into the
-//! database [`GROUP_ROWS`] to a statement, and the recording thread works
-//! out their states. A group that SQLite refuses (a row made here with one
-//! of those keys since the last capture, a CHECK, a trigger) is planned and
-//! carried out row by row like any other change, which decides each row
-//! exactly as before.
+//! database [`GROUP_ROWS`] to a statement, and their states are worked out
+//! from the batch alone ([`fresh_state`]). A group that SQLite refuses (a
+//! row made here with one of those keys since the last capture, a CHECK, a
+//! trigger) is planned and carried out row by row like any other change,
+//! which decides each row exactly as before.
 
 use super::{Applier, ApplyError, BatchTable, Delivered, Peers, Step};
 use crate::batch::{Op, RowChange, TableChanges};
