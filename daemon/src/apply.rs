@@ -217,9 +217,16 @@ struct BatchTable<'b, 't> {
     /// How rows new to this peer are inserted without planning, when the
     /// table allows it.
     fresh: Option<FreshInserts>,
+    /// [`key_positions`], worked out once for the batch's changes.
+    key_positions: Option<Vec<usize>>,
 }
 
 impl BatchTable<'_, '_> {
+    /// The change's key here, encoded ([`local_key`]).
+    fn local_key(&self, change: &RowChange) -> Option<Vec<u8>> {
+        encoded_key(self.key_positions.as_deref()?, change)
+    }
+
     fn may_know(&self, key: &[u8]) -> bool {
         self.greatest_known.as_deref().is_some_and(|g| key <= g)
     }
@@ -494,8 +501,9 @@ impl<'a> Applier<'a> {
                     .map(|table| (table, ColumnMap::new(table, changes), (self.policy_for)(&table.name)));
                 let fresh =
                     here.as_ref().and_then(|(t, map, _)| FreshInserts::for_table(t, changes, map, self.constraints));
+                let key_positions = here.as_ref().and_then(|(t, ..)| key_positions(t, changes));
                 let tbl = self.state.table_id(&changes.table)?;
-                Ok(BatchTable { changes, tbl, here, greatest_known: None, fresh })
+                Ok(BatchTable { changes, tbl, here, greatest_known: None, fresh, key_positions })
             })
             .collect()
     }
@@ -518,7 +526,7 @@ impl<'a> Applier<'a> {
         let Some((table, columns, policy)) = &batch_table.here else {
             return Ok(park_plan(table_changes, change, tbl, ParkReason::SchemaMismatch));
         };
-        let Some(key) = local_key(table, table_changes, change) else {
+        let Some(key) = batch_table.local_key(change) else {
             return Ok(park_plan(table_changes, change, tbl, ParkReason::SchemaMismatch));
         };
         let local = if batch_table.may_know(&key) { self.state.row(tbl, &key)? } else { None };
@@ -1001,20 +1009,19 @@ fn single_change(t: &TableChanges, c: &RowChange) -> TableChanges {
     }
 }
 
-/// The change's key values in the local key order, or `None` when the
-/// local table's key differs (schema drift on a key column).
-fn local_key_values(table: &Table, t: &TableChanges, c: &RowChange) -> Option<Vec<Value>> {
+/// Where each local key column is among the batch's key columns, or `None`
+/// when the local table's key differs (schema drift on a key column).
+fn key_positions(table: &Table, t: &TableChanges) -> Option<Vec<usize>> {
     if table.has_primary_key != t.has_primary_key || table.key.len() != t.key_columns.len() {
         return None;
     }
-    table
-        .key
-        .iter()
-        .map(|&i| {
-            let name = &table.columns[i].name;
-            t.key_columns.iter().position(|k| k == name).and_then(|p| c.key.get(p).cloned())
-        })
-        .collect()
+    table.key.iter().map(|&i| t.key_columns.iter().position(|k| *k == table.columns[i].name)).collect()
+}
+
+/// The change's key values in the local key order, or `None` when the
+/// local table's key differs (schema drift on a key column).
+fn local_key_values(table: &Table, t: &TableChanges, c: &RowChange) -> Option<Vec<Value>> {
+    key_positions(table, t)?.iter().map(|&p| c.key.get(p).cloned()).collect()
 }
 
 fn key_values_local(table: &Table, t: &TableChanges, c: &RowChange) -> Vec<Value> {
@@ -1022,7 +1029,16 @@ fn key_values_local(table: &Table, t: &TableChanges, c: &RowChange) -> Vec<Value
 }
 
 fn local_key(table: &Table, t: &TableChanges, c: &RowChange) -> Option<Vec<u8>> {
-    local_key_values(table, t, c).map(|k| value::encode_key(k.iter().map(Value::as_ref)))
+    encoded_key(&key_positions(table, t)?, c)
+}
+
+/// The change's key, encoded in the local key order given by `positions`.
+fn encoded_key(positions: &[usize], c: &RowChange) -> Option<Vec<u8>> {
+    let mut key = Vec::with_capacity(16);
+    for &p in positions {
+        value::encode_key_value(c.key.get(p)?.as_ref(), &mut key);
+    }
+    Some(key)
 }
 
 /// The row hash capture would compute for these local values.

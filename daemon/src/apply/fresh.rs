@@ -74,13 +74,13 @@ impl FreshInserts {
 impl BatchTable<'_, '_> {
     /// The key of `change` here when it is a fresh row (see the module).
     pub(super) fn fresh_key(&self, change: &RowChange) -> Option<Vec<u8>> {
-        let (Some(_), Some((table, ..)), Op::Insert(_)) = (&self.fresh, &self.here, &change.op) else {
+        let (Some(_), Op::Insert(_)) = (&self.fresh, &change.op) else {
             return None;
         };
         if change.key.iter().any(|v| matches!(v, Value::Null)) {
             return None;
         }
-        super::local_key(table, self.changes, change).filter(|key| !self.may_know(key))
+        self.local_key(change).filter(|key| !self.may_know(key))
     }
 }
 
@@ -230,6 +230,7 @@ mod tests {
                 here: Some((&table, map, crate::config::Policy::Lww)),
                 greatest_known: None,
                 fresh: None,
+                key_positions: None,
             };
             prop_assert_eq!(fresh_state(&batch_table, &change, version), expected);
         }
