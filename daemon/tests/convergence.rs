@@ -30,6 +30,13 @@ enum Step {
     Sync {
         peer: usize,
     },
+    /// peer inserts rows `first..first + count` that it does not have, in
+    /// one transaction: enough rows for apply to insert them in groups.
+    Bulk {
+        peer: usize,
+        first: i64,
+        count: i64,
+    },
 }
 
 fn step(peers: usize) -> impl Strategy<Value = Step> {
@@ -37,6 +44,15 @@ fn step(peers: usize) -> impl Strategy<Value = Step> {
         4 => (0..peers, 1..6i64, 0..2usize).prop_map(|(peer, id, col)| Step::Write { peer, id, col }),
         1 => (0..peers, 1..6i64).prop_map(|(peer, id)| Step::Delete { peer, id }),
         3 => (0..peers).prop_map(|peer| Step::Sync { peer }),
+    ]
+}
+
+/// `step`, and now and then many rows at once, over a key range the other
+/// peers write too.
+fn step_with_bulk(peers: usize) -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => step(peers),
+        1 => (0..peers, 1..300i64, 40..200i64).prop_map(|(peer, first, count)| Step::Bulk { peer, first, count }),
     ]
 }
 
@@ -106,6 +122,22 @@ fn run(peer_count: usize, steps: Vec<Step>, owned_ids: bool, pinned_ids: Option<
             }
             Step::Sync { peer } => {
                 peers[peer].sync();
+            }
+            Step::Bulk { peer, first, count } => {
+                let mut app = peers[peer].app();
+                let tx = app.transaction().unwrap();
+                for id in first..first + count {
+                    let exists: i64 =
+                        tx.query_row("SELECT count(*) FROM items WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+                    if exists > 0 || (owned_ids && id as usize % peer_count != peer) {
+                        continue;
+                    }
+                    next_value += 1;
+                    tx.execute("INSERT INTO items(id, name, qty) VALUES (?1, ?2, ?2)", [id, next_value]).unwrap();
+                    log.push(Written { order, id, col: 0, value: next_value });
+                    log.push(Written { order, id, col: 1, value: next_value });
+                }
+                tx.commit().unwrap();
             }
         }
     }
@@ -267,6 +299,14 @@ proptest! {
     /// edited, deleted and made again.
     #[test]
     fn dense_key_collisions_converge(steps in proptest::collection::vec(step(3), 1..40)) {
+        run(3, steps, false, None)?;
+    }
+
+    /// As above, with hundreds of rows made at once over keys the other
+    /// peers make too: rows new to a peer go in by the group
+    /// (`apply/fresh.rs`) beside rows that collide and move.
+    #[test]
+    fn bulk_inserts_among_key_collisions_converge(steps in proptest::collection::vec(step_with_bulk(3), 1..30)) {
         run(3, steps, false, None)?;
     }
 }
