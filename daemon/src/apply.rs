@@ -465,7 +465,10 @@ impl<'a> Applier<'a> {
             }
             let is_last = done >= flat.len();
             if let Origin::Batch { .. } = origin {
-                self.state.transaction(|s| s.set_inflight_progress(chunk_start as u64, done as u64))?;
+                // On disk before the user's database is written: a power cut
+                // that keeps the user's commit keeps this too, and recovery
+                // knows the chunk's writes may be there.
+                self.state.durable_transaction(|s| s.set_inflight_progress(chunk_start as u64, done as u64))?;
             }
             let finish = |s: &mut State| -> Result<(), ApplyError> {
                 match origin {

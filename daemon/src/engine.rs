@@ -591,16 +591,22 @@ impl Engine {
             self.peer_names.insert(peer.to_string(), header.peer_name.clone());
             let span = info_span!("apply", peer = %header.peer_name, seq);
             let _g = span.enter();
-            self.state.transaction(|s| s.begin_inflight(peer, seq, &file))?;
             let config = self.config.clone();
             let policy_for = move |t: &str| config.policy_for(t);
-            self.state.set_durable(false)?;
             self.hlc.observe(body.clock);
             let origin = Origin::Batch { seq, hlc: self.hlc.last() };
-            let stats = {
-                let mut ap = self.applier(tables, &policy_for)?;
-                ap.apply_batch(peer, &header.peer_name, &body, origin, 0)
-            };
+            // The batch goes in without a sync: the first chunk's progress,
+            // committed durably before the user's database is written
+            // (`apply_batch`), syncs both. Durable again afterwards, however
+            // the apply ends: the outbox must be.
+            self.state.set_durable(false)?;
+            let stats =
+                self.state.transaction(|s| s.begin_inflight(peer, seq, &file)).map_err(EngineError::from).and_then(
+                    |()| {
+                        let mut ap = self.applier(tables, &policy_for)?;
+                        Ok(ap.apply_batch(peer, &header.peer_name, &body, origin, 0)?)
+                    },
+                );
             self.state.set_durable(true)?;
             let stats = stats?;
             if let Some(c) = &self.checkpointer {

@@ -300,6 +300,8 @@ pub struct State {
     peers: Vec<String>,
     peer_index: HashMap<String, u32>,
     tables: HashMap<String, i64>,
+    /// What [`Self::set_durable`] last set.
+    durable: std::cell::Cell<bool>,
 }
 
 impl State {
@@ -325,7 +327,13 @@ impl State {
         if format < FORMAT {
             conn.pragma_update(None, "user_version", FORMAT)?;
         }
-        let mut state = State { conn, peers: Vec::new(), peer_index: HashMap::new(), tables: HashMap::new() };
+        let mut state = State {
+            conn,
+            peers: Vec::new(),
+            peer_index: HashMap::new(),
+            tables: HashMap::new(),
+            durable: std::cell::Cell::new(true),
+        };
         state.load_peers()?;
         Ok(state)
     }
@@ -364,7 +372,27 @@ impl State {
     /// a lost commit is redone from the batch, which stays in the hub. The
     /// outbox must: its sequence numbers are published right after.
     pub fn set_durable(&self, durable: bool) -> Result<()> {
-        self.conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
+        self.conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
+        self.durable.set(durable);
+        Ok(())
+    }
+
+    /// [`Self::transaction`], committed durably whatever `set_durable` says:
+    /// for what must be on disk before another file is written. (Its sync
+    /// also makes the commits before it durable.)
+    pub fn durable_transaction<T, E: From<rusqlite::Error>>(
+        &mut self,
+        f: impl FnOnce(&mut State) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let was = self.durable.get();
+        if !was {
+            self.set_durable(true)?;
+        }
+        let result = self.transaction(f);
+        if !was {
+            self.set_durable(false)?;
+        }
+        result
     }
 
     /// Leaves the WAL to [`Self::resume_checkpoints`]: catching up on many
@@ -964,5 +992,18 @@ mod tests {
         bytes.extend_from_slice(&2u32.to_le_bytes());
         let expected = ColState { name_hash: 1, value_hash: 42, version: Version { clock: 5, peer: 2 } };
         assert_eq!(RowState::decode_cols(&bytes), vec![expected]);
+    }
+
+    #[test]
+    fn a_durable_transaction_syncs_its_commit_and_leaves_the_setting_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("s.db")).unwrap();
+        let synchronous = |s: &State| -> i64 { s.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap() };
+        state.set_durable(false).unwrap();
+        let inside = state.durable_transaction(|s| -> Result<i64> { Ok(synchronous(s)) }).unwrap();
+        assert_eq!((inside, synchronous(&state)), (2, 1), "FULL inside, NORMAL again after");
+        state.set_durable(true).unwrap();
+        state.durable_transaction(|_| -> Result<()> { Ok(()) }).unwrap();
+        assert_eq!(synchronous(&state), 2);
     }
 }
