@@ -208,6 +208,46 @@ fn a_group_of_new_rows_applies_around_one_whose_key_was_taken_meanwhile() {
     assert_eq!(a.one("SELECT count(*) FROM list WHERE v = 'made on b'"), "Integer(1)");
 }
 
+/// A parked change has no hub file to be recovered from. Here c's row
+/// arrives on b before the row it refers to (b merges c's folder first)
+/// and waits; when a's row arrives, the retry inserts it, and the state
+/// fails to record that after the user's database committed (a trigger in
+/// the state stands for the crash). b then captures the row as one it made
+/// and publishes it; every peer takes it for c's row, whose values it has,
+/// and the parked change finds it there: one row everywhere, no conflict.
+#[test]
+fn a_crash_while_a_parked_change_is_carried_out_duplicates_nothing() {
+    let hub = Hub::new();
+    let schema = "PRAGMA journal_mode=WAL; CREATE TABLE parent(id INTEGER PRIMARY KEY, name TEXT); \
+        CREATE TABLE child(id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent(id), v TEXT);";
+    let mut peers: Vec<Peer> = ["a", "b", "c"].iter().map(|n| Peer::with(&hub, n, schema, "")).collect();
+    for (p, digit) in peers.iter().zip(['2', '3', '1']) {
+        p.pin_peer_id(digit);
+    }
+    let [a, b, c] = &mut peers[..] else { unreachable!() };
+    a.exec("INSERT INTO parent VALUES (1, 'p');");
+    a.sync();
+    c.sync();
+    c.exec("INSERT INTO child VALUES (10, 1, 'made on c');");
+    c.sync();
+    b.engine();
+    b.crash();
+    let state = b.config.state_dir().join("main.state.sqlite");
+    let crash = "CREATE TRIGGER crash BEFORE DELETE ON parked BEGIN SELECT RAISE(ABORT, 'crash'); END;";
+    rusqlite::Connection::open(&state).unwrap().execute_batch(crash).unwrap();
+    // c's row waits for its parent, which comes next; the retry inserts it,
+    // then cannot unpark it.
+    assert!(b.engine().run_cycle().is_err());
+    assert_eq!(b.one("SELECT v FROM child"), "Text(\"made on c\")");
+    b.crash();
+    rusqlite::Connection::open(&state).unwrap().execute_batch("DROP TRIGGER crash;").unwrap();
+    settle(&mut [a, b, c], 4);
+    for p in [&*a, &*b, &*c] {
+        assert_eq!(p.rows("SELECT id, v FROM child"), ["Integer(10)|Text(\"made on c\")"], "{}", p.name);
+    }
+    assert!(b.engine().state().parked().unwrap().is_empty());
+}
+
 /// A new row that a CHECK here refuses waits with SQLite's reason; the
 /// others of its group apply, and what they recorded is exactly what was
 /// written: the next capture finds nothing to publish.
