@@ -488,9 +488,19 @@ impl<'a> Applier<'a> {
             };
             stats += self.write_and_record(&steps, &tables, &remote, &peers, author_id, finish)?;
             if is_last {
+                // Rows that the application's triggers wrote meanwhile went
+                // through this connection, which capture does not watch.
+                stats.needs_capture |= stats.applied + stats.moved > 0 && self.triggers_write_synced(&tables);
                 return Ok(stats);
             }
         }
+    }
+
+    /// True when a trigger on a table of the batch writes a synced table
+    /// (see [`crate::triggers`]).
+    fn triggers_write_synced(&self, tables: &[BatchTable<'_, '_>]) -> bool {
+        let synced = |name: &str| self.tables.keys().any(|t| t.eq_ignore_ascii_case(name));
+        tables.iter().any(|t| t.here.is_some() && self.constraints.triggers_write(&t.changes.table, synced))
     }
 
     /// The tables of a batch, in batch order.

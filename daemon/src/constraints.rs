@@ -42,6 +42,8 @@ pub struct Constraints {
     /// Tables whose definition has an `ON CONFLICT` clause: an INSERT
     /// there may replace or skip a row holding its key instead of failing.
     conflict_clauses: BTreeSet<String>,
+    /// Per table (lowercase), the tables (lowercase) its triggers write.
+    trigger_targets: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Constraints {
@@ -53,7 +55,7 @@ impl Constraints {
             )?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        let mut out = Constraints::default();
+        let mut out = Constraints { trigger_targets: crate::triggers::read(conn)?, ..Constraints::default() };
         for table in &tables {
             out.unique.insert(table.clone(), unique_indexes(conn, table)?);
             out.foreign_keys.extend(foreign_keys(conn, table)?);
@@ -83,6 +85,11 @@ impl Constraints {
             });
         }
         Ok(out)
+    }
+
+    /// True when a trigger on `table` writes a table `synced` names.
+    pub fn triggers_write(&self, table: &str, synced: impl Fn(&str) -> bool) -> bool {
+        self.trigger_targets.get(&table.to_lowercase()).is_some_and(|targets| targets.iter().any(|t| synced(t)))
     }
 
     pub fn unique(&self, table: &str) -> &[UniqueIndex] {

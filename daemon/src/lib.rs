@@ -21,4 +21,5 @@ pub mod schema;
 pub mod service;
 pub mod snapshot;
 pub mod state;
+pub mod triggers;
 pub mod value;

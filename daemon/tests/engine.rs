@@ -176,6 +176,30 @@ fn an_insert_at_a_key_taken_here_since_the_last_capture_waits() {
     }
 }
 
+/// The application's triggers fire when syncd writes, through syncd's own
+/// connection, which capture does not watch: the rows they write go out in
+/// the same cycle all the same, not after the application's next commit.
+#[test]
+fn rows_that_triggers_write_while_a_batch_applies_are_published_in_the_same_cycle() {
+    let hub = Hub::new();
+    let schema = |peer: &str| {
+        format!(
+            "PRAGMA journal_mode=WAL; CREATE TABLE list(id INTEGER PRIMARY KEY, v TEXT); \
+             CREATE TABLE log(id INTEGER PRIMARY KEY, what TEXT); \
+             CREATE TRIGGER logged AFTER INSERT ON List BEGIN INSERT INTO \"LOG\"(what) VALUES ('{peer} saw ' || new.v); END;"
+        )
+    };
+    let (mut a, mut b) = (Peer::with(&hub, "a", &schema("a"), ""), Peer::with(&hub, "b", &schema("b"), ""));
+    a.exec("INSERT INTO list VALUES (1, 'x');");
+    a.sync();
+    let report = b.sync();
+    assert_eq!((report.captured, report.published), (1, 1), "b's log row goes out in the cycle that applied a's row");
+    settle(&mut [&mut a, &mut b], 3);
+    let all = "SELECT what FROM log ORDER BY what";
+    assert_eq!(a.rows(all), ["Text(\"a saw x\")", "Text(\"b saw x\")"]);
+    assert_eq!(a.rows("SELECT id, what FROM log ORDER BY id"), b.rows("SELECT id, what FROM log ORDER BY id"));
+}
+
 /// Rows new to a peer go into its database many to a statement (see
 /// `apply/fresh.rs`). When one row of such a group is refused, here by a
 /// row the application made with its key while the batch was applied, that
