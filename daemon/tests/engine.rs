@@ -269,6 +269,27 @@ fn a_crash_while_a_parked_change_is_carried_out_duplicates_nothing() {
     assert!(b.engine().state().parked().unwrap().is_empty());
 }
 
+/// Generated columns are SQLite's to compute on every peer: rows new to a
+/// peer go in by the group without them, and nothing echoes back.
+#[test]
+fn rows_with_generated_columns_apply_by_the_group_and_echo_nothing() {
+    let hub = Hub::new();
+    let schema = "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, price REAL, qty INTEGER, \
+        total REAL GENERATED ALWAYS AS (price * qty) VIRTUAL, label TEXT AS ('#' || id) STORED);";
+    let (mut a, mut b) = (Peer::with(&hub, "a", schema, ""), Peer::with(&hub, "b", schema, ""));
+    a.exec(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 150)
+         INSERT INTO t(id, price, qty) SELECT i, i * 0.5, i % 7 FROM n;",
+    );
+    a.sync();
+    assert_eq!(b.sync().applied.applied, 150);
+    let all = "SELECT id, price, qty, total, label FROM t ORDER BY id";
+    assert_eq!(a.rows(all), b.rows(all));
+    assert_eq!(b.one("SELECT total, label FROM t WHERE id = 100"), "Real(100.0)|Text(\"#100\")");
+    let again = b.sync();
+    assert_eq!((again.captured, again.published), (0, 0));
+}
+
 /// A new row that a CHECK here refuses waits with SQLite's reason; the
 /// others of its group apply, and what they recorded is exactly what was
 /// written: the next capture finds nothing to publish.
