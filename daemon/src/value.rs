@@ -296,11 +296,11 @@ pub fn key_text(values: &[Value]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn arb_value() -> impl Strategy<Value = Value> {
+    pub(crate) fn arb_value() -> impl Strategy<Value = Value> {
         prop_oneof![
             Just(Value::Null),
             any::<i64>().prop_map(Value::Integer),
@@ -311,7 +311,7 @@ mod tests {
     }
 
     /// Values on both sides of the stack-buffer limit of [`hash_value`].
-    fn arb_long_value() -> impl Strategy<Value = Value> {
+    pub(crate) fn arb_long_value() -> impl Strategy<Value = Value> {
         prop_oneof![
             arb_value(),
             ".{240,260}".prop_map(Value::Text),

@@ -181,21 +181,11 @@ mod tests {
     use crate::schema::{self, Exclusions};
     use proptest::prelude::*;
 
-    fn any_value() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<i64>().prop_map(Value::Integer),
-            any::<f64>().prop_map(Value::Real),
-            ".{0,80}".prop_map(Value::Text),
-            proptest::collection::vec(any::<u8>(), 0..300).prop_map(Value::Blob),
-        ]
-    }
-
     proptest! {
         #[test]
         fn a_fresh_rows_state_is_the_one_planning_and_carrying_it_out_record(
             key in any::<i64>(),
-            values in proptest::collection::vec(any_value(), 3),
+            values in proptest::collection::vec(crate::value::tests::arb_long_value(), 3),
             integer_key in any::<bool>(),
         ) {
             let conn = rusqlite::Connection::open_in_memory().unwrap();
