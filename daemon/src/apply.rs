@@ -637,6 +637,9 @@ impl<'a> Applier<'a> {
             // As `scope.spawn` would, only named for profilers.
             let recording = recording.expect("a thread starts");
             let send = |message| sender.send(message).map_err(|_| ApplyError::Unfinished);
+            let flush = |outcomes: &mut Vec<Outcome>| {
+                send(ToRecord::Outcomes(std::mem::replace(outcomes, Vec::with_capacity(RECORD_BATCH))))
+            };
             let mut outcomes = Vec::with_capacity(RECORD_BATCH);
             let written = self
                 .write_chunk(steps, tables, remote, peers, |delivered| match delivered {
@@ -645,15 +648,12 @@ impl<'a> Applier<'a> {
                         if outcomes.len() < RECORD_BATCH {
                             return Ok(());
                         }
-                        send(ToRecord::Outcomes(std::mem::replace(&mut outcomes, Vec::with_capacity(RECORD_BATCH))))
+                        flush(&mut outcomes)
                     }
                     // In order: the outcomes delivered before these first.
                     Delivered::Fresh(group) => {
                         if !outcomes.is_empty() {
-                            send(ToRecord::Outcomes(std::mem::replace(
-                                &mut outcomes,
-                                Vec::with_capacity(RECORD_BATCH),
-                            )))?;
+                            flush(&mut outcomes)?;
                         }
                         let states = group.iter().filter_map(|step| match step {
                             Step::Fresh { table, change, .. } => {
