@@ -243,6 +243,20 @@ fn put_rows_sql(rows: usize) -> String {
     format!("{}{values}", put_rows_into!())
 }
 
+/// A birth as the state's tables keep it by: `born_clock`, `born_peer`
+/// (16 bytes, big-endian) and `born_key`.
+struct BirthColumns {
+    clock: i64,
+    peer: [u8; 16],
+    key: i64,
+}
+
+impl BirthColumns {
+    fn of(born: crate::batch::Born) -> BirthColumns {
+        BirthColumns { clock: born.clock as i64, peer: born.peer.to_be_bytes(), key: born.key as i64 }
+    }
+}
+
 /// How far this peer has applied another peer's batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cursor {
@@ -300,8 +314,6 @@ pub struct State {
     peers: Vec<String>,
     peer_index: HashMap<String, u32>,
     tables: HashMap<String, i64>,
-    /// What [`Self::set_durable`] last set.
-    durable: std::cell::Cell<bool>,
 }
 
 impl State {
@@ -327,13 +339,7 @@ impl State {
         if format < FORMAT {
             conn.pragma_update(None, "user_version", FORMAT)?;
         }
-        let mut state = State {
-            conn,
-            peers: Vec::new(),
-            peer_index: HashMap::new(),
-            tables: HashMap::new(),
-            durable: std::cell::Cell::new(true),
-        };
+        let mut state = State { conn, peers: Vec::new(), peer_index: HashMap::new(), tables: HashMap::new() };
         state.load_peers()?;
         Ok(state)
     }
@@ -372,9 +378,7 @@ impl State {
     /// a lost commit is redone from the batch, which stays in the hub. The
     /// outbox must: its sequence numbers are published right after.
     pub fn set_durable(&self, durable: bool) -> Result<()> {
-        self.conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })?;
-        self.durable.set(durable);
-        Ok(())
+        self.conn.pragma_update(None, "synchronous", if durable { "FULL" } else { "NORMAL" })
     }
 
     /// [`Self::transaction`], committed durably whatever `set_durable` says:
@@ -384,14 +388,10 @@ impl State {
         &mut self,
         f: impl FnOnce(&mut State) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let was = self.durable.get();
-        if !was {
-            self.set_durable(true)?;
-        }
+        let was: i64 = self.conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+        self.set_durable(true)?;
         let result = self.transaction(f);
-        if !was {
-            self.set_durable(false)?;
-        }
+        self.conn.pragma_update(None, "synchronous", was)?;
         result
     }
 
@@ -763,11 +763,12 @@ impl State {
     /// key another row kept), so that changes addressed to it at its old key
     /// find it.
     pub fn record_move(&self, tbl: i64, born: crate::batch::Born, key: &[u8]) -> Result<()> {
+        let b = BirthColumns::of(born);
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO moved(tbl, born_clock, born_peer, born_key, key) VALUES(?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![tbl, born.clock as i64, &born.peer.to_be_bytes()[..], born.key as i64, key])?;
+            .execute(params![tbl, b.clock, &b.peer[..], b.key, key])?;
         Ok(())
     }
 
@@ -787,11 +788,12 @@ impl State {
 
     /// Where the row born `born` moved to, if it did.
     pub fn moved_to(&self, tbl: i64, born: crate::batch::Born) -> Result<Option<Vec<u8>>> {
+        let b = BirthColumns::of(born);
         self.conn
             .prepare_cached(
                 "SELECT key FROM moved WHERE tbl = ?1 AND born_clock = ?2 AND born_peer = ?3 AND born_key = ?4",
             )?
-            .query_row(params![tbl, born.clock as i64, &born.peer.to_be_bytes()[..], born.key as i64], |r| r.get(0))
+            .query_row(params![tbl, b.clock, &b.peer[..], b.key], |r| r.get(0))
             .optional()
     }
 
@@ -801,31 +803,26 @@ impl State {
     /// moved, and the delete must still be judged against it. Of two
     /// deletes of one row the later stays.
     pub fn keep_delete(&self, tbl: i64, born: crate::batch::Born, deleted: (u64, u128)) -> Result<()> {
+        let b = BirthColumns::of(born);
         self.conn
             .prepare_cached(
                 "INSERT INTO deletes_by_birth(tbl, born_clock, born_peer, born_key, del_clock, del_peer) \
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO UPDATE SET \
                  del_clock = excluded.del_clock, del_peer = excluded.del_peer WHERE excluded.del_clock > del_clock",
             )?
-            .execute(params![
-                tbl,
-                born.clock as i64,
-                &born.peer.to_be_bytes()[..],
-                born.key as i64,
-                deleted.0 as i64,
-                &deleted.1.to_be_bytes()[..]
-            ])?;
+            .execute(params![tbl, b.clock, &b.peer[..], b.key, deleted.0 as i64, &deleted.1.to_be_bytes()[..]])?;
         Ok(())
     }
 
     /// The delete kept for the row born `born` ([`Self::keep_delete`]).
     pub fn kept_delete(&self, tbl: i64, born: crate::batch::Born) -> Result<Option<(u64, u128)>> {
+        let b = BirthColumns::of(born);
         self.conn
             .prepare_cached(
                 "SELECT del_clock, del_peer FROM deletes_by_birth \
                  WHERE tbl = ?1 AND born_clock = ?2 AND born_peer = ?3 AND born_key = ?4",
             )?
-            .query_row(params![tbl, born.clock as i64, &born.peer.to_be_bytes()[..], born.key as i64], |r| {
+            .query_row(params![tbl, b.clock, &b.peer[..], b.key], |r| {
                 let peer: Vec<u8> = r.get(1)?;
                 Ok((r.get::<_, i64>(0)? as u64, peer.try_into().map(u128::from_be_bytes).unwrap_or(0)))
             })
@@ -835,11 +832,12 @@ impl State {
     /// Forgets the delete kept for the row born `born`: the row is back,
     /// its edit having won, and its state carries it from now on.
     pub fn forget_kept_delete(&self, tbl: i64, born: crate::batch::Born) -> Result<()> {
+        let b = BirthColumns::of(born);
         self.conn
             .prepare_cached(
                 "DELETE FROM deletes_by_birth WHERE tbl = ?1 AND born_clock = ?2 AND born_peer = ?3 AND born_key = ?4",
             )?
-            .execute(params![tbl, born.clock as i64, &born.peer.to_be_bytes()[..], born.key as i64])?;
+            .execute(params![tbl, b.clock, &b.peer[..], b.key])?;
         Ok(())
     }
 
