@@ -280,7 +280,7 @@ impl TableScan<'_, '_> {
                 Op::Insert(values.iter().map(|v| Value::from_ref(*v)).collect())
             }
             Some(k) => {
-                let old = state::decode_cols(&k.cols);
+                let old = state.decode_cols(&k.cols)?;
                 born = self.born(state, &old);
                 let mut changed = Vec::new();
                 for &(i, name_hash) in &self.table.hash_order {
@@ -344,7 +344,7 @@ impl TableScan<'_, '_> {
         let deleted = Some(Version { clock, peer: self.self_peer });
         // The tombstone keeps the row's birth (see merge).
         let cols = state.cols_of_row(self.tbl, key)?;
-        let key_cols = state::key_cols(&state::decode_cols(&cols), self.table);
+        let key_cols = state::key_cols(&state.decode_cols(&cols)?, self.table);
         let born = self.born(state, &key_cols);
         let tombstone = RowState { hash: 0, deleted, cols: key_cols };
         state.put_row(self.tbl, key, &tombstone)?;
@@ -419,23 +419,20 @@ impl StateChunk {
 /// Runs on the scanner thread: every state row of each table in `tbls`, in
 /// key order, table after table. Stops quietly when the join hangs up.
 fn scan_state(reader: &Connection, tbls: &[i64], to_join: SyncSender<StateChunk>) -> Result<(), CaptureError> {
-    let mut stmt = state::scan_rows(reader)?;
     for &tbl in tbls {
-        let mut rows = stmt.query([tbl])?;
         let mut chunk = StateChunk::with_capacity();
-        while let Some(r) = rows.next()? {
-            let (key, hash, deleted) = state::scanned_row(r)?;
+        let mut hung_up = false;
+        state::scan_rows(reader, tbl, |key, hash, deleted| {
             let key_start = chunk.keys.len();
             chunk.keys.extend_from_slice(key);
             chunk.rows.push(ScannedRow { key_start, key_end: chunk.keys.len(), hash, deleted });
-            if chunk.rows.len() == CHUNK_ROWS
-                && to_join.send(std::mem::replace(&mut chunk, StateChunk::with_capacity())).is_err()
-            {
-                return Ok(());
+            if chunk.rows.len() == CHUNK_ROWS {
+                hung_up = to_join.send(std::mem::replace(&mut chunk, StateChunk::with_capacity())).is_err();
             }
-        }
+            Ok(!hung_up)
+        })?;
         chunk.ends_table = true;
-        if to_join.send(chunk).is_err() {
+        if hung_up || to_join.send(chunk).is_err() {
             return Ok(());
         }
     }

@@ -14,17 +14,34 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 mod checkpointer;
+mod columns;
+mod stored_key;
+use columns::Layouts;
+use std::cell::RefCell;
+use stored_key::StoredKey;
 
 pub type Result<T> = std::result::Result<T, rusqlite::Error>;
 
-const SCHEMA: &str = "
+/// The columns of the `rows` table, also used to move a state to format 3.
+/// `key` is the row key (see [`stored_key`]); `cols` its column states
+/// (see [`columns`]).
+macro_rules! rows_table {
+    () => {
+        "(tbl INTEGER NOT NULL, key BLOB NOT NULL, hash INTEGER NOT NULL,
+    del_clock INTEGER, del_peer INTEGER, cols BLOB NOT NULL,
+    PRIMARY KEY(tbl, key)) WITHOUT ROWID"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS peers(idx INTEGER PRIMARY KEY, peer_id TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS tables(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-CREATE TABLE IF NOT EXISTS rows(
-    tbl INTEGER NOT NULL, key BLOB NOT NULL, hash INTEGER NOT NULL,
-    del_clock INTEGER, del_peer INTEGER, cols BLOB NOT NULL,
-    PRIMARY KEY(tbl, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS layouts(id INTEGER PRIMARY KEY, names BLOB NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS rows",
+    rows_table!(),
+    ";
 CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY, changes INTEGER NOT NULL, file BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors(peer_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, clock INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conflicts(
@@ -47,13 +64,16 @@ CREATE TABLE IF NOT EXISTS deletes_by_birth(
 CREATE TABLE IF NOT EXISTS inflight(
     peer_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, body BLOB NOT NULL,
     done INTEGER NOT NULL, pending_end INTEGER NOT NULL);
-";
+"
+);
 
 /// The layout of the state this build writes, in its `user_version`. 2:
-/// column states may share one version ([`RowState::encode_cols`]), which
-/// builds before it would misread. A build refuses a newer state rather
-/// than misread it.
-const FORMAT: i64 = 2;
+/// column states may share one version, which builds before it would
+/// misread. 3: column names are kept once per layout ([`columns`]) and a
+/// key of one number as an SQL number ([`stored_key`]); a format 2 state
+/// is moved to it when opened. A build refuses a newer state rather than
+/// misread it.
+const FORMAT: i64 = 3;
 
 /// A version as the state stores it: a clock value and the peer that made it
 /// (an index into the `peers` table).
@@ -99,61 +119,7 @@ impl RowState {
             None => self.cols.push(col),
         }
     }
-
-    /// Encodes the column states. A row written whole by one change (all
-    /// of an applied insert's rows) has one version for every column, kept
-    /// once: [`SHARED_VERSION`], the version, then each column's hashes.
-    /// Otherwise each column's hashes and version, [`COL_BYTES`] each. The
-    /// shared form is 13 + 16n bytes, odd, so never a multiple of
-    /// [`COL_BYTES`]: the length tells the two apart.
-    fn encode_cols(&self) -> Vec<u8> {
-        let shared = self.cols.first().map(|c| c.version).filter(|v| self.cols.iter().all(|c| c.version == *v));
-        if let Some(version) = shared {
-            let mut out = Vec::with_capacity(13 + self.cols.len() * 16);
-            out.push(SHARED_VERSION);
-            out.extend_from_slice(&version.clock.to_le_bytes());
-            out.extend_from_slice(&version.peer.to_le_bytes());
-            for c in &self.cols {
-                out.extend_from_slice(&c.name_hash.to_le_bytes());
-                out.extend_from_slice(&c.value_hash.to_le_bytes());
-            }
-            return out;
-        }
-        let mut out = Vec::with_capacity(self.cols.len() * COL_BYTES);
-        for c in &self.cols {
-            out.extend_from_slice(&c.name_hash.to_le_bytes());
-            out.extend_from_slice(&c.value_hash.to_le_bytes());
-            out.extend_from_slice(&c.version.clock.to_le_bytes());
-            out.extend_from_slice(&c.version.peer.to_le_bytes());
-        }
-        out
-    }
-
-    fn decode_cols(bytes: &[u8]) -> Vec<ColState> {
-        let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-        let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-        if !bytes.len().is_multiple_of(COL_BYTES) && bytes.len() >= 13 && bytes[0] == SHARED_VERSION {
-            let version = Version { clock: u64_at(bytes, 1), peer: u32_at(bytes, 9) };
-            return bytes[13..]
-                .chunks_exact(16)
-                .map(|c| ColState { name_hash: u64_at(c, 0), value_hash: u64_at(c, 8), version })
-                .collect();
-        }
-        bytes
-            .chunks_exact(COL_BYTES)
-            .map(|c| ColState {
-                name_hash: u64_at(c, 0),
-                value_hash: u64_at(c, 8),
-                version: Version { clock: u64_at(c, 16), peer: u32_at(c, 24) },
-            })
-            .collect()
-    }
 }
-
-/// The bytes of one column's state in the per-column encoding.
-const COL_BYTES: usize = 28;
-/// First byte of the encoding with one version for every column.
-const SHARED_VERSION: u8 = 1;
 
 /// The statement that puts rows' states, up to its `VALUES`.
 macro_rules! put_rows_into {
@@ -179,20 +145,20 @@ struct RowParams {
 }
 
 impl RowParams {
-    fn of(tbl: i64, key: &[u8], row: &RowState) -> Self {
+    fn of(tbl: i64, key: &[u8], row: &RowState, cols: Vec<u8>) -> Self {
         RowParams {
             tbl,
             key: key.to_vec(),
             hash: row.hash as i64,
             deleted: row.deleted.map(|v| (v.clock as i64, v.peer)),
-            cols: row.encode_cols(),
+            cols,
         }
     }
 
     /// Binds the row to the parameters from `first` (1-based) on.
     fn bind(&self, stmt: &mut rusqlite::Statement<'_>, first: usize) -> Result<()> {
         stmt.raw_bind_parameter(first, self.tbl)?;
-        stmt.raw_bind_parameter(first + 1, &self.key)?;
+        stmt.raw_bind_parameter(first + 1, StoredKey::of(&self.key))?;
         stmt.raw_bind_parameter(first + 2, self.hash)?;
         stmt.raw_bind_parameter(first + 3, self.deleted.map(|d| d.0))?;
         stmt.raw_bind_parameter(first + 4, self.deleted.map(|d| d.1))?;
@@ -204,12 +170,14 @@ impl RowParams {
 /// here are in the state only once the writer is finished.
 pub struct RowWriter<'s> {
     conn: &'s Connection,
+    layouts: &'s RefCell<Layouts>,
     pending: Vec<RowParams>,
 }
 
 impl RowWriter<'_> {
     pub fn put(&mut self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
-        self.pending.push(RowParams::of(tbl, key, row));
+        let cols = self.layouts.borrow_mut().encode(self.conn, &row.cols)?;
+        self.pending.push(RowParams::of(tbl, key, row, cols));
         if self.pending.len() == ROWS_PER_STATEMENT {
             static PUT_ROWS: std::sync::LazyLock<String> =
                 std::sync::LazyLock::new(|| put_rows_sql(ROWS_PER_STATEMENT));
@@ -311,6 +279,7 @@ pub struct Inflight {
 /// The state database of one synced database.
 pub struct State {
     conn: Connection,
+    layouts: RefCell<Layouts>,
     peers: Vec<String>,
     peer_index: HashMap<String, u32>,
     tables: HashMap<String, i64>,
@@ -336,10 +305,17 @@ impl State {
             ));
         }
         conn.execute_batch(SCHEMA)?;
+        let mut layouts = Layouts::default();
         if format < FORMAT {
-            conn.pragma_update(None, "user_version", FORMAT)?;
+            move_to_format_3(&conn, &mut layouts)?;
         }
-        let mut state = State { conn, peers: Vec::new(), peer_index: HashMap::new(), tables: HashMap::new() };
+        let mut state = State {
+            conn,
+            layouts: RefCell::new(layouts),
+            peers: Vec::new(),
+            peer_index: HashMap::new(),
+            tables: HashMap::new(),
+        };
         state.load_peers()?;
         Ok(state)
     }
@@ -424,6 +400,7 @@ impl State {
                 self.peers.clear();
                 self.peer_index.clear();
                 self.tables.clear();
+                self.layouts.get_mut().forget();
                 self.load_peers()?;
                 Err(e)
             }
@@ -500,13 +477,22 @@ impl State {
     pub fn row(&self, tbl: i64, key: &[u8]) -> Result<Option<RowState>> {
         self.conn
             .prepare_cached("SELECT hash, del_clock, del_peer, cols FROM rows WHERE tbl = ?1 AND key = ?2")?
-            .query_row(params![tbl, key], row_state_from)
+            .query_row(params![tbl, StoredKey::of(key)], |r| {
+                let del_clock: Option<i64> = r.get(1)?;
+                let del_peer: Option<u32> = r.get(2)?;
+                Ok(RowState {
+                    hash: r.get::<_, i64>(0)? as u64,
+                    deleted: del_clock.map(|c| Version { clock: c as u64, peer: del_peer.unwrap_or(0) }),
+                    cols: self.decode_cols(r.get_ref(3)?.as_blob()?)?,
+                })
+            })
             .optional()
     }
 
     pub fn put_row(&self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
+        let cols = self.layouts.borrow_mut().encode(&self.conn, &row.cols)?;
         let mut stmt = self.conn.prepare_cached(PUT_ROW)?;
-        RowParams::of(tbl, key, row).bind(&mut stmt, 1)?;
+        RowParams::of(tbl, key, row, cols).bind(&mut stmt, 1)?;
         stmt.raw_execute()?;
         Ok(())
     }
@@ -519,20 +505,26 @@ impl State {
         &self,
         f: impl FnOnce(&mut RowWriter<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let mut rows = RowWriter { conn: &self.conn, pending: Vec::with_capacity(ROWS_PER_STATEMENT) };
+        let mut rows =
+            RowWriter { conn: &self.conn, layouts: &self.layouts, pending: Vec::with_capacity(ROWS_PER_STATEMENT) };
         let value = f(&mut rows)?;
         rows.finish()?;
         Ok(value)
     }
 
-    /// The encoded column states of a row (see [`decode_cols`]), empty if
+    /// The column states encoded as `bytes` (from [`Self::cols_of_row`]).
+    pub fn decode_cols(&self, bytes: &[u8]) -> Result<Vec<ColState>> {
+        self.layouts.borrow_mut().decode(&self.conn, bytes)
+    }
+
+    /// The encoded column states of a row (see [`Self::decode_cols`]), empty if
     /// the row is unknown. Capture reads it through this connection, which
     /// writes the row next: the page is then read once.
     pub fn cols_of_row(&self, tbl: i64, key: &[u8]) -> Result<Vec<u8>> {
         Ok(self
             .conn
             .prepare_cached("SELECT cols FROM rows WHERE tbl = ?1 AND key = ?2")?
-            .query_row(params![tbl, key], |r| r.get(0))
+            .query_row(params![tbl, StoredKey::of(key)], |r| r.get(0))
             .optional()?
             .unwrap_or_default())
     }
@@ -545,7 +537,7 @@ impl State {
     /// The greatest key of a row (or tombstone) the state knows in this
     /// table, `None` if it knows none.
     pub fn greatest_key(&self, tbl: i64) -> Result<Option<Vec<u8>>> {
-        self.conn.prepare_cached("SELECT max(key) FROM rows WHERE tbl = ?1")?.query_row([tbl], |r| r.get(0))
+        stored_key::greatest(&self.conn, tbl)
     }
 
     pub fn live_row_count(&self) -> Result<u64> {
@@ -744,6 +736,7 @@ impl State {
              DELETE FROM parked; DELETE FROM inflight; DELETE FROM outbox;
              INSERT INTO peers SELECT * FROM other.peers;
              INSERT INTO tables SELECT * FROM other.tables;
+             DELETE FROM layouts; INSERT INTO layouts SELECT * FROM other.layouts;
              INSERT INTO rows SELECT * FROM other.rows;
              INSERT INTO cursors SELECT * FROM other.cursors;
              INSERT INTO parked SELECT * FROM other.parked;
@@ -877,35 +870,50 @@ impl State {
     }
 }
 
-fn row_state_from(r: &rusqlite::Row<'_>) -> Result<RowState> {
-    let del_clock: Option<i64> = r.get(1)?;
-    let del_peer: Option<u32> = r.get(2)?;
-    let cols: Vec<u8> = r.get(3)?;
-    Ok(RowState {
-        hash: r.get::<_, i64>(0)? as u64,
-        deleted: del_clock.map(|c| Version { clock: c as u64, peer: del_peer.unwrap_or(0) }),
-        cols: RowState::decode_cols(&cols),
-    })
-}
-
 /// Scans the state rows of one table in key order, for capture's merge join:
-/// key, hash, and whether the row is a tombstone. The column blob is left
-/// out: most rows are unchanged and never need it, and reading it for each
-/// costs as much as the rest of the row. [`State::cols_of_row`] fetches it
-/// for a row that changed.
-pub fn scan_rows<'c>(reader: &'c Connection) -> Result<rusqlite::CachedStatement<'c>> {
-    reader.prepare_cached("SELECT key, hash, del_clock IS NOT NULL FROM rows WHERE tbl = ?1 ORDER BY key")
+/// `f` gets each row's key, hash, and whether the row is a tombstone, and
+/// returns false to stop. The column blob is left out: most rows are
+/// unchanged and never need it, and reading it for each costs as much as the
+/// rest of the row. [`State::cols_of_row`] fetches it for a row that changed.
+pub fn scan_rows(reader: &Connection, tbl: i64, f: impl FnMut(&[u8], u64, bool) -> Result<bool>) -> Result<()> {
+    stored_key::scan(reader, tbl, f)
 }
 
-/// Decodes one row of [`scan_rows`]: (key, hash, is_deleted). The key is
-/// borrowed from the statement, valid until its next step.
-pub fn scanned_row<'r>(r: &'r rusqlite::Row<'_>) -> Result<(&'r [u8], u64, bool)> {
-    Ok((r.get_ref(0)?.as_blob()?, r.get::<_, i64>(1)? as u64, r.get(2)?))
-}
-
-/// Decodes the column blob of a scanned row.
-pub fn decode_cols(bytes: &[u8]) -> Vec<ColState> {
-    RowState::decode_cols(bytes)
+/// Moves a state of an earlier format to [`FORMAT`] in one transaction:
+/// rows' column states get layouts and keys of one number become SQL
+/// numbers. A state no build has written to yet has no rows to move.
+fn move_to_format_3(conn: &Connection, layouts: &mut Layouts) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let moved = (|| -> Result<()> {
+        conn.execute_batch(concat!("CREATE TABLE rows_format_3", rows_table!(), ";"))?;
+        {
+            let mut read = conn.prepare("SELECT tbl, key, hash, del_clock, del_peer, cols FROM rows")?;
+            let mut write = conn.prepare("INSERT INTO rows_format_3 VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            let mut rows = read.query([])?;
+            while let Some(r) = rows.next()? {
+                let key = r.get_ref(1)?.as_blob()?;
+                let cols = layouts.encode(conn, &columns::decode_format_2(r.get_ref(5)?.as_blob()?))?;
+                write.execute(params![
+                    r.get::<_, i64>(0)?,
+                    StoredKey::of(key),
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    cols
+                ])?;
+            }
+        }
+        conn.execute_batch("DROP TABLE rows; ALTER TABLE rows_format_3 RENAME TO rows;")?;
+        conn.pragma_update(None, "user_version", FORMAT)
+    })();
+    match moved {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            layouts.forget();
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -921,14 +929,26 @@ mod tests {
     }
 
     #[test]
-    fn column_states_come_back_as_written_in_either_encoding() {
+    fn column_states_come_back_as_written_with_one_version_or_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("state.db")).unwrap();
+        let tbl = state.table_id("t").unwrap();
         let one = Version { clock: 1 << 40, peer: 3 };
         let other = Version { clock: 1 << 41, peer: 0 };
-        for n in 0..40 {
+        // Rows of many layouts, one after another, so that the layouts
+        // remembered are not only the last one used.
+        for n in 0..40u64 {
             let shared = row((0..n).map(|i| col(i, one)).collect());
             let mixed = row((0..n).map(|i| col(i, if i % 2 == 0 { one } else { other })).collect());
-            for r in [shared, mixed] {
-                assert_eq!(RowState::decode_cols(&r.encode_cols()), r.cols, "{n} columns");
+            state.put_row(tbl, &[1, n as u8], &shared).unwrap();
+            state.put_row(tbl, &[2, n as u8], &mixed).unwrap();
+        }
+        let reopened = State::open(&dir.path().join("state.db")).unwrap();
+        for n in 0..40u64 {
+            for (form, s) in [(1, &state), (2, &state), (1, &reopened), (2, &reopened)] {
+                let r = s.row(tbl, &[form, n as u8]).unwrap().expect("there");
+                let version = |i: u64| if form == 2 && i % 2 == 1 { other } else { one };
+                assert_eq!(r.cols, (0..n).map(|i| col(i, version(i))).collect::<Vec<_>>(), "{n} columns");
             }
         }
     }
@@ -972,24 +992,96 @@ mod tests {
     }
 
     #[test]
-    fn one_version_for_every_column_is_kept_once() {
+    fn one_version_for_every_column_is_kept_once_and_names_once_per_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("state.db")).unwrap();
+        let tbl = state.table_id("t").unwrap();
         let v = Version { clock: 99, peer: 1 };
-        let cols: Vec<ColState> = (0..5).map(|i| col(i, v)).collect();
-        assert_eq!(row(cols).encode_cols().len(), 13 + 5 * 16);
+        state.put_row(tbl, b"k", &row((0..5).map(|i| col(i, v)).collect())).unwrap();
+        let cols: Vec<u8> = state.conn.query_row("SELECT cols FROM rows", [], |r| r.get(0)).unwrap();
+        // Form, layout id, the version, five value hashes.
+        assert_eq!(cols.len(), 1 + 1 + 12 + 5 * 8);
     }
 
     #[test]
-    fn a_state_written_per_column_by_an_earlier_build_still_reads() {
-        // One column at version (5, peer 2), laid out as builds before the
-        // shared encoding wrote every row, its name hash starting with the
-        // shared marker byte.
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&(SHARED_VERSION as u64).to_le_bytes());
-        bytes.extend_from_slice(&42u64.to_le_bytes());
-        bytes.extend_from_slice(&5u64.to_le_bytes());
-        bytes.extend_from_slice(&2u32.to_le_bytes());
-        let expected = ColState { name_hash: 1, value_hash: 42, version: Version { clock: 5, peer: 2 } };
-        assert_eq!(RowState::decode_cols(&bytes), vec![expected]);
+    fn a_row_naming_a_layout_the_state_lacks_is_reported_as_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("state.db")).unwrap();
+        let tbl = state.table_id("t").unwrap();
+        state.put_row(tbl, b"k", &row(vec![col(1, Version::default())])).unwrap();
+        state.conn.execute("DELETE FROM layouts", []).unwrap();
+        let reopened = State::open(&dir.path().join("state.db")).unwrap();
+        let err = reopened.row(tbl, b"k").unwrap_err().to_string();
+        assert!(err.contains("damaged") && err.contains("layout"), "{err}");
+    }
+
+    /// A state as format 2 wrote it: one version for all columns (one
+    /// integer key) and a version per column (a text key), and a tombstone.
+    #[test]
+    fn a_format_2_state_is_moved_to_format_3_and_reads_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let int_key = crate::value::encode_key([rusqlite::types::ValueRef::Integer(42)]);
+        let text_key = crate::value::encode_key([rusqlite::types::ValueRef::Text(b"a")]);
+        let v = |clock| Version { clock, peer: 2 };
+        let shared = row(vec![col(1, v(5)), col(2, v(5))]);
+        let mixed = row(vec![col(1, v(5)), col(3, v(7))]);
+        let tombstone = RowState { hash: 0, deleted: Some(v(9)), cols: vec![col(1, v(5))] };
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE tables(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+                 INSERT INTO tables VALUES (1, 't');
+                 CREATE TABLE rows(tbl INTEGER NOT NULL, key BLOB NOT NULL, hash INTEGER NOT NULL,
+                     del_clock INTEGER, del_peer INTEGER, cols BLOB NOT NULL,
+                     PRIMARY KEY(tbl, key)) WITHOUT ROWID;
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+            let format_2 = |r: &RowState| -> Vec<u8> {
+                let mut out = Vec::new();
+                if r.cols.iter().all(|c| c.version == r.cols[0].version) {
+                    out.push(1);
+                    out.extend_from_slice(&r.cols[0].version.clock.to_le_bytes());
+                    out.extend_from_slice(&r.cols[0].version.peer.to_le_bytes());
+                    for c in &r.cols {
+                        out.extend_from_slice(&c.name_hash.to_le_bytes());
+                        out.extend_from_slice(&c.value_hash.to_le_bytes());
+                    }
+                } else {
+                    for c in &r.cols {
+                        out.extend_from_slice(&c.name_hash.to_le_bytes());
+                        out.extend_from_slice(&c.value_hash.to_le_bytes());
+                        out.extend_from_slice(&c.version.clock.to_le_bytes());
+                        out.extend_from_slice(&c.version.peer.to_le_bytes());
+                    }
+                }
+                out
+            };
+            let tomb_key = crate::value::encode_key([rusqlite::types::ValueRef::Integer(43)]);
+            for (key, r) in [(&int_key, &shared), (&text_key, &mixed), (&tomb_key, &tombstone)] {
+                c.execute(
+                    "INSERT INTO rows VALUES (1, ?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        key,
+                        r.hash as i64,
+                        r.deleted.map(|d| d.clock as i64),
+                        r.deleted.map(|d| d.peer),
+                        format_2(r)
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let state = State::open(&path).unwrap();
+        assert_eq!(state.row(1, &int_key).unwrap(), Some(shared));
+        assert_eq!(state.row(1, &text_key).unwrap(), Some(mixed));
+        let tomb_key = crate::value::encode_key([rusqlite::types::ValueRef::Integer(43)]);
+        assert_eq!(state.row(1, &tomb_key).unwrap(), Some(tombstone));
+        let format: i64 = state.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let numbers: i64 =
+            state.conn.query_row("SELECT count(*) FROM rows WHERE typeof(key) = 'integer'", [], |r| r.get(0)).unwrap();
+        assert_eq!((format, numbers), (3, 2));
     }
 
     #[test]

@@ -232,6 +232,22 @@ fn escape_bytes(bytes: &[u8], out: &mut Vec<u8>) {
     out.push(0);
 }
 
+/// The number a key of one numeric value encodes, without decoding
+/// anything else: `None` for any other key.
+pub fn single_number(key: &[u8]) -> Option<Value> {
+    let bytes: &[u8; 18] = key.try_into().ok()?;
+    if bytes[0] != TAG_NUMBER {
+        return None;
+    }
+    let f = unorderable_f64(u64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes")));
+    let rest = (u64::from_be_bytes(bytes[9..17].try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
+    match bytes[17] {
+        0 => Some(Value::Integer((f as i128 + rest as i128) as i64)),
+        1 if rest == 0 => Some(Value::Real(f)),
+        _ => None,
+    }
+}
+
 /// A key encoding that does not decode: the state is damaged.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed row key in the state")]
