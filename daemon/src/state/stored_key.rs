@@ -206,6 +206,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
         /// Keys of every kind in one table, numbers kept as SQL numbers,
         /// come back in the order of their encodings, and each is found.
         #[test]
