@@ -585,8 +585,12 @@ impl Engine {
             {
                 let (hub, path) = (self.hub.clone(), format!("{dir}/{}", next.name));
                 let (database, peer) = (self.config.name.clone(), peer.to_string());
-                let reading = std::thread::spawn(move || fetch_batch(&*hub, &path, &database, &peer, seq + 1));
-                ahead = Some((seq + 1, reading));
+                // Named for profilers; a thread that cannot start leaves the
+                // batch to be read when its turn comes.
+                let reading = std::thread::Builder::new()
+                    .name("syncd-fetch".into())
+                    .spawn(move || fetch_batch(&*hub, &path, &database, &peer, seq + 1));
+                ahead = reading.ok().map(|r| (seq + 1, r));
             }
             self.peer_names.insert(peer.to_string(), header.peer_name.clone());
             let span = info_span!("apply", peer = %header.peer_name, seq);
