@@ -137,6 +137,35 @@ fn pull_force_and_push_force_on_three_peers() {
     assert_eq!(a.one("SELECT name FROM items WHERE id = 2"), "Text(\"b-truth\")");
 }
 
+/// A forced pull replaces the state's tables of peers, tables and column
+/// layouts with those of the rebuild, whose ids may differ: what applies
+/// batches afterwards must not go on with ids it had cached before.
+#[test]
+fn batches_applied_after_a_forced_pull_are_recorded_with_the_rebuilt_states_ids() {
+    let hub = Hub::new();
+    let (mut a, mut b) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"));
+    // The rebuild applies a's batches before b's (folders by peer id).
+    a.pin_peer_id('a');
+    b.pin_peer_id('b');
+    // b's state knows the layout of `tags` first, then that of `items`
+    // (from a's batch); the rebuild learns them the other way round.
+    b.exec("INSERT INTO tags(item_id, tag) VALUES (1, 'b');");
+    b.sync();
+    a.exec("INSERT INTO items(id, name) VALUES (1, 'one');");
+    a.sync();
+    b.sync();
+    b.engine().pull_force().unwrap();
+    a.exec("INSERT INTO items(id, name) VALUES (2, 'two');");
+    a.sync();
+    b.sync();
+    // Capture reads the recorded column states of the row b edits.
+    b.exec("UPDATE items SET qty = 7 WHERE id = 2;");
+    b.sync();
+    a.sync();
+    assert_eq!(a.content(), b.content());
+    assert_eq!(a.one("SELECT qty FROM items WHERE id = 2"), "Integer(7)");
+}
+
 #[test]
 fn cleanup_never_removes_a_batch_a_live_peer_still_needs() {
     let hub = Hub::new();

@@ -232,6 +232,10 @@ impl Engine {
         };
         snapshot::restore_into(&mut self.user, &db_path, &self.exclusions)?;
         self.state.adopt(&temp_state)?;
+        // Every connection to the state reopens: the ids of peers, tables
+        // and column layouts they remember are the old state's.
+        self.recorder = None;
+        self.checkpointer = None;
         self.state = State::open(&self.state_path)?;
         self.state.peer_index(&self.identity.peer_id)?;
         self.data_version = None;
