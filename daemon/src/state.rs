@@ -883,6 +883,8 @@ pub fn scan_rows(reader: &Connection, tbl: i64, f: impl FnMut(&[u8], u64, bool) 
 /// rows' column states get layouts and keys of one number become SQL
 /// numbers. A state no build has written to yet has no rows to move.
 fn move_to_format_3(conn: &Connection, layouts: &mut Layouts) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut moved_rows = 0u64;
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let moved = (|| -> Result<()> {
         conn.execute_batch(concat!("CREATE TABLE rows_format_3", rows_table!(), ";"))?;
@@ -901,13 +903,20 @@ fn move_to_format_3(conn: &Connection, layouts: &mut Layouts) -> Result<()> {
                     r.get::<_, Option<i64>>(4)?,
                     cols
                 ])?;
+                moved_rows += 1;
             }
         }
         conn.execute_batch("DROP TABLE rows; ALTER TABLE rows_format_3 RENAME TO rows;")?;
         conn.pragma_update(None, "user_version", FORMAT)
     })();
     match moved {
-        Ok(()) => conn.execute_batch("COMMIT"),
+        Ok(()) => {
+            conn.execute_batch("COMMIT")?;
+            if moved_rows > 0 {
+                tracing::info!(rows = moved_rows, ms = started.elapsed().as_millis() as u64, "state moved to format 3");
+            }
+            Ok(())
+        }
         Err(e) => {
             let _ = conn.execute_batch("ROLLBACK");
             layouts.forget();
