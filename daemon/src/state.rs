@@ -371,16 +371,10 @@ impl State {
         result
     }
 
-    /// Leaves the WAL to [`Self::resume_checkpoints`]: catching up on many
-    /// batches would otherwise copy it into the file after each one.
-    pub fn pause_checkpoints(&self) -> Result<()> {
+    /// Commits through this connection no longer copy the WAL into the
+    /// file when it grows: a [`Checkpointer`] does, on a thread of its own.
+    pub fn leave_checkpoints_to_a_checkpointer(&self) -> Result<()> {
         self.conn.pragma_update(None, "wal_autocheckpoint", 0)
-    }
-
-    /// Checkpoints what the WAL holds and goes back to SQLite's default.
-    pub fn resume_checkpoints(&self) -> Result<()> {
-        self.conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
-        self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
     }
 
     /// Runs `f` in one write transaction of the state.

@@ -13,7 +13,6 @@ use crate::outbox;
 use crate::retention::{self, PeerFact, Rules, SnapshotFact};
 use crate::schema::{self, Table, quote_ident};
 use crate::snapshot::{self, SnapshotEntry, SnapshotError};
-use crate::state::State;
 use crate::value::Value;
 use rusqlite::Connection;
 use std::collections::BTreeMap;
@@ -235,8 +234,7 @@ impl Engine {
         // Every connection to the state reopens: the ids of peers, tables
         // and column layouts they remember are the old state's.
         self.recorder = None;
-        self.checkpointer = None;
-        self.state = State::open(&self.state_path)?;
+        (self.state, self.checkpointer) = super::open_state(&self.state_path)?;
         self.state.peer_index(&self.identity.peer_id)?;
         self.data_version = None;
         let _ = std::fs::remove_dir_all(&work);

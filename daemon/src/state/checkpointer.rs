@@ -1,6 +1,6 @@
-//! Copies the state's WAL into its file on a thread of its own while a
-//! merge goes on. Catching up on many batches otherwise leaves one large
-//! checkpoint to the end of the cycle, with nothing to overlap it.
+//! Copies the state's WAL into its file on a thread of its own, so that no
+//! commit on the state waits for it: asked after each cycle and after each
+//! batch a merge applies (a long catch-up is copied as it goes).
 
 use rusqlite::Connection;
 use std::path::Path;
@@ -64,10 +64,9 @@ fn run(conn: &Connection, shared: &(Mutex<Progress>, Condvar)) {
             p.asked
         };
         // PASSIVE never waits for readers or writers; what it cannot copy
-        // now is left to the next one, or to the checkpoint at the end of
-        // the merge, which reports errors.
+        // now is left to the next one.
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::debug!(error = %e, "state checkpoint on the side");
+            tracing::warn!(error = %e, "copying the state's WAL into its file");
         }
         lock.lock().unwrap_or_else(|p| p.into_inner()).done = target;
         wake.notify_all();
