@@ -139,6 +139,9 @@ pub struct Engine {
     /// Copies the state's WAL into its file, on a thread of its own: no
     /// commit on the state waits for that (see [`open_state`]).
     checkpointer: Checkpointer,
+    /// The state connection's row changes when the checkpointer was last
+    /// asked after a cycle.
+    state_writes_checkpointed: u64,
     state_path: PathBuf,
     hlc: Hlc,
     exclusions: Exclusions,
@@ -221,6 +224,7 @@ impl Engine {
             state,
             recorder: None,
             checkpointer,
+            state_writes_checkpointed: 0,
             state_path,
             hlc,
             data_version: None,
@@ -259,7 +263,13 @@ impl Engine {
         let span = info_span!("cycle", db = %self.config.name, cycle = self.cycles);
         let _guard = span.enter();
         let result = self.cycle_inner();
-        self.checkpointer.ask();
+        // Only a cycle that wrote to the state has anything to copy: an idle
+        // daemon's cycles wake nothing.
+        let written = self.state.connection().total_changes();
+        if written != self.state_writes_checkpointed {
+            self.state_writes_checkpointed = written;
+            self.checkpointer.ask();
+        }
         match &result {
             Ok(r) => {
                 self.health.last_sync_ms = Some(hlc::wall_ms() as i64);

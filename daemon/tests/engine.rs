@@ -494,3 +494,28 @@ fn a_cycle_with_no_change_publishes_nothing() {
     settle(&mut [&mut a, &mut b], 2);
     assert_eq!(hub.batches().len(), before, "applied changes are not echoed back");
 }
+
+/// Commits on the state leave its WAL alone; the checkpointer copies it
+/// into the file after a cycle that wrote, while the engine stays open.
+#[test]
+fn a_cycle_that_writes_the_state_has_its_wal_copied_into_the_state_file() {
+    let hub = Hub::new();
+    let mut a = Peer::new(&hub, "a");
+    a.sync();
+    let file = a.config.state_dir().join("main.state.sqlite");
+    let before = std::fs::metadata(&file).unwrap().len();
+    let values: Vec<String> = (0..3000).map(|i| format!("({i}, 'row {i} with a name of some length')")).collect();
+    a.exec(&format!("INSERT INTO items(id, name) VALUES {};", values.join(", ")));
+    assert_eq!(a.sync().captured, 3000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let grown = loop {
+        let now = std::fs::metadata(&file).unwrap().len();
+        if now > before + 100_000 || std::time::Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(grown > before + 100_000, "the state file holds the new rows ({before} -> {grown} bytes)");
+    // Still open: the engine did not close its way to the copy.
+    assert_eq!(a.sync().captured, 0);
+}

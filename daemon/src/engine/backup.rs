@@ -235,6 +235,7 @@ impl Engine {
         // and column layouts they remember are the old state's.
         self.recorder = None;
         (self.state, self.checkpointer) = super::open_state(&self.state_path)?;
+        self.state_writes_checkpointed = 0;
         self.state.peer_index(&self.identity.peer_id)?;
         self.data_version = None;
         let _ = std::fs::remove_dir_all(&work);
