@@ -881,6 +881,10 @@ fn move_to_format_3(conn: &Connection, layouts: &mut Layouts) -> Result<()> {
     let mut moved_rows = 0u64;
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let moved = (|| -> Result<()> {
+        // Another process may have moved it since this one looked.
+        if conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? >= FORMAT {
+            return Ok(());
+        }
         conn.execute_batch(concat!("CREATE TABLE rows_format_3", rows_table!(), ";"))?;
         {
             let mut read = conn.prepare("SELECT tbl, key, hash, del_clock, del_peer, cols FROM rows")?;
@@ -1085,6 +1089,19 @@ mod tests {
         let numbers: i64 =
             state.conn.query_row("SELECT count(*) FROM rows WHERE typeof(key) = 'integer'", [], |r| r.get(0)).unwrap();
         assert_eq!((format, numbers), (3, 2));
+    }
+
+    /// Two processes that open one format 2 state at once both set out to
+    /// move it: the second finds it moved and leaves it.
+    #[test]
+    fn a_state_already_moved_to_format_3_is_not_moved_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("state.db")).unwrap();
+        let tbl = state.table_id("t").unwrap();
+        let r = row(vec![col(1, Version { clock: 5, peer: 1 }), col(2, Version { clock: 6, peer: 1 })]);
+        state.put_row(tbl, b"k", &r).unwrap();
+        move_to_format_3(&state.conn, &mut Layouts::default()).unwrap();
+        assert_eq!(state.row(tbl, b"k").unwrap(), Some(r));
     }
 
     #[test]
