@@ -258,7 +258,7 @@ pub struct Parked {
     pub peer_id: String,
     pub seq: u64,
     pub table: String,
-    /// Encoded [`ParkedChange`].
+    /// Encoded [`crate::apply::ParkedChange`].
     pub change: Vec<u8>,
     pub reason: String,
 }

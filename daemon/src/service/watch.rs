@@ -1,7 +1,7 @@
 //! File watchers: the database file and its `-wal`, and (for a folder hub)
 //! the database's folder in the hub. Events only *request* a cycle, after a
 //! quiet time (debounce), so a burst of writes makes one cycle. Polling in
-//! [`super::timers`] covers the events that never come.
+//! `service/timers.rs` covers the events that never come.
 
 use crate::config::{Config, DatabaseConfig};
 use crate::service::worker::Worker;

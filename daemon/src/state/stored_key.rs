@@ -2,16 +2,17 @@
 //!
 //! Everywhere else a key is its order-preserving encoding
 //! ([`value::encode_key`]). Most tables are keyed by one integer, whose
-//! encoding takes 18 bytes and is compared byte by byte; the state keeps
-//! such a key, and any other single number, as an SQL number instead: it
-//! takes a few bytes and SQLite compares it as one, which makes recording
-//! an applied row about a third cheaper. Every other key (text, blob, NULL,
-//! several columns) is kept as its encoding.
+//! encoding takes 18 bytes compared byte by byte; the state keeps such a
+//! key, and any other single number, as an SQL number instead, a few bytes
+//! that SQLite compares as one number. Recording 100,000 applied rows took
+//! 15% less time that way in a micro-benchmark, on top of what the smaller
+//! column states save ([`super::columns`]). Every other key (text, blob,
+//! NULL, several columns) is kept as its encoding.
 //!
-//! SQLite orders every number before every blob, while encodings order a
-//! NULL before numbers, and a key of several columns that starts with a
-//! number among them: [`KEY_RANGES`] reads a table's rows back in encoding
-//! order all the same.
+//! SQLite orders every number before every blob, while encodings put a
+//! NULL before the numbers, and a key of several columns that starts with
+//! a number among them: [`scan`] and [`greatest`] read a table's keys in
+//! encoding order all the same, from three ranges of the primary key.
 
 use crate::value::{self, Value};
 use rusqlite::ToSql;
