@@ -1047,7 +1047,7 @@ fn local_key(table: &Table, t: &TableChanges, c: &RowChange) -> Option<Vec<u8>> 
 
 /// The change's key, encoded in the local key order given by `positions`.
 fn encoded_key(positions: &[usize], c: &RowChange) -> Option<Vec<u8>> {
-    let mut key = Vec::with_capacity(16);
+    let mut key = Vec::with_capacity(value::NUMBER_KEY_BYTES * positions.len());
     for &p in positions {
         value::encode_key_value(c.key.get(p)?.as_ref(), &mut key);
     }

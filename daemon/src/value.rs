@@ -160,6 +160,10 @@ pub fn hash_name(name: &str) -> u64 {
     xxh3_64(name.as_bytes())
 }
 
+/// The length of a number's key encoding: its tag, the orderable image of
+/// its `f64`, the exact remainder, its type.
+pub const NUMBER_KEY_BYTES: usize = 18;
+
 const TAG_NULL: u8 = 0x05;
 const TAG_NUMBER: u8 = 0x10;
 const TAG_TEXT: u8 = 0x20;
@@ -201,7 +205,7 @@ pub fn encode_key_value(v: ValueRef<'_>, out: &mut Vec<u8>) {
 
 /// Encodes a whole key (one or more values).
 pub fn encode_key<'a>(values: impl IntoIterator<Item = ValueRef<'a>>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16);
+    let mut out = Vec::with_capacity(NUMBER_KEY_BYTES);
     for v in values {
         encode_key_value(v, &mut out);
     }
@@ -235,7 +239,7 @@ fn escape_bytes(bytes: &[u8], out: &mut Vec<u8>) {
 /// The number a key of one numeric value encodes, without decoding
 /// anything else: `None` for any other key.
 pub fn single_number(key: &[u8]) -> Option<Value> {
-    let bytes: &[u8; 18] = key.try_into().ok()?;
+    let bytes: &[u8; NUMBER_KEY_BYTES] = key.try_into().ok()?;
     if bytes[0] != TAG_NUMBER {
         return None;
     }

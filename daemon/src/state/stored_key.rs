@@ -53,7 +53,7 @@ pub fn encoded(stored: ValueRef<'_>) -> rusqlite::Result<Cow<'_, [u8]>> {
     match stored {
         ValueRef::Blob(b) => Ok(Cow::Borrowed(b)),
         number => {
-            let mut out = Vec::with_capacity(18);
+            let mut out = Vec::with_capacity(value::NUMBER_KEY_BYTES);
             encode_number(number, &mut out)?;
             Ok(Cow::Owned(out))
         }
