@@ -17,7 +17,6 @@
 use crate::value::{self, Value};
 use rusqlite::ToSql;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use std::borrow::Cow;
 
 /// A key as bound to the `key` column of `rows`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,41 +47,20 @@ impl ToSql for StoredKey<'_> {
     }
 }
 
-/// The encoding of a key read from the `key` column.
-pub fn encoded(stored: ValueRef<'_>) -> rusqlite::Result<Cow<'_, [u8]>> {
-    match stored {
-        ValueRef::Blob(b) => Ok(Cow::Borrowed(b)),
-        number => {
-            let mut out = Vec::with_capacity(value::NUMBER_KEY_BYTES);
-            encode_number(number, &mut out)?;
-            Ok(Cow::Owned(out))
-        }
-    }
-}
-
 /// Appends the encoding of a key read from the `key` column to `out`.
 fn encode_into(stored: ValueRef<'_>, out: &mut Vec<u8>) -> rusqlite::Result<()> {
     match stored {
-        ValueRef::Blob(b) => {
-            out.extend_from_slice(b);
-            Ok(())
+        ValueRef::Blob(b) => out.extend_from_slice(b),
+        ValueRef::Integer(_) | ValueRef::Real(_) => value::encode_key_value(stored, out),
+        other => {
+            return Err(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                other.data_type(),
+                "a row key in the state is neither a number nor a blob".into(),
+            ));
         }
-        number => encode_number(number, out),
     }
-}
-
-fn encode_number(stored: ValueRef<'_>, out: &mut Vec<u8>) -> rusqlite::Result<()> {
-    match stored {
-        ValueRef::Integer(_) | ValueRef::Real(_) => {
-            value::encode_key_value(stored, out);
-            Ok(())
-        }
-        other => Err(rusqlite::Error::FromSqlConversionFailure(
-            0,
-            other.data_type(),
-            "a row key in the state is neither a number nor a blob".into(),
-        )),
-    }
+    Ok(())
 }
 
 /// The three ranges of a table's stored keys, each in SQLite's order: the
@@ -99,7 +77,11 @@ pub fn greatest(conn: &rusqlite::Connection, tbl: i64) -> rusqlite::Result<Optio
         let sql = format!("SELECT max(key) FROM rows WHERE tbl = ?1 AND {range}");
         conn.prepare_cached(&sql)?.query_row([tbl], |r| match r.get_ref(0)? {
             ValueRef::Null => Ok(None),
-            key => encoded(key).map(|k| Some(k.into_owned())),
+            key => {
+                let mut out = Vec::with_capacity(value::NUMBER_KEY_BYTES);
+                encode_into(key, &mut out)?;
+                Ok(Some(out))
+            }
         })
     };
     let greatest = match (max_in(NUMBERS)?, max_in(FROM_NUMBERS)?) {
