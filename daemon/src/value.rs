@@ -243,13 +243,20 @@ pub fn single_number(key: &[u8]) -> Option<Value> {
     if bytes[0] != TAG_NUMBER {
         return None;
     }
-    let f = unorderable_f64(u64::from_be_bytes(bytes[1..9].try_into().expect("8 bytes")));
-    let rest = (u64::from_be_bytes(bytes[9..17].try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
-    match bytes[17] {
+    let (f, rest, kind) = number_parts(&bytes[1..]);
+    match kind {
         0 => Some(Value::Integer((f as i128 + rest as i128) as i64)),
         1 if rest == 0 => Some(Value::Real(f)),
         _ => None,
     }
+}
+
+/// The parts of a number's encoding after its tag (17 bytes): the `f64`
+/// image, the exact integer remainder, and the type byte (0: integer).
+fn number_parts(bytes: &[u8]) -> (f64, i64, u8) {
+    let f = unorderable_f64(u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")));
+    let rest = (u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
+    (f, rest, bytes[16])
 }
 
 /// A key encoding that does not decode: the state is damaged.
@@ -268,9 +275,8 @@ pub fn decode_key(mut bytes: &[u8]) -> Result<Vec<Value>, MalformedKey> {
                 if bytes.len() < 17 {
                     return Err(MalformedKey);
                 }
-                let f = unorderable_f64(u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")));
-                let rest = (u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
-                values.push(match bytes[16] {
+                let (f, rest, kind) = number_parts(bytes);
+                values.push(match kind {
                     0 => Value::Integer((f as i128 + rest as i128) as i64),
                     _ => Value::Real(f),
                 });
