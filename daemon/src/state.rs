@@ -305,17 +305,20 @@ impl State {
             ));
         }
         conn.execute_batch(SCHEMA)?;
-        let mut layouts = Layouts::default();
-        if format < FORMAT {
-            move_to_format_3(&conn, &mut layouts)?;
-        }
         let mut state = State {
             conn,
-            layouts: RefCell::new(layouts),
+            layouts: RefCell::new(Layouts::default()),
             peers: Vec::new(),
             peer_index: HashMap::new(),
             tables: HashMap::new(),
         };
+        if format < FORMAT {
+            let started = std::time::Instant::now();
+            let moved = state.transaction(State::move_to_format_3)?;
+            if moved > 0 {
+                tracing::info!(rows = moved, ms = started.elapsed().as_millis() as u64, "state moved to format 3");
+            }
+        }
         state.load_peers()?;
         Ok(state)
     }
@@ -375,6 +378,41 @@ impl State {
     /// file when it grows: a [`Checkpointer`] does, on a thread of its own.
     pub fn leave_checkpoints_to_a_checkpointer(&self) -> Result<()> {
         self.conn.pragma_update(None, "wal_autocheckpoint", 0)
+    }
+
+    /// Moves a state of an earlier format to [`FORMAT`] (run in one
+    /// transaction): rows' column states get layouts and keys of one number
+    /// become SQL numbers. Returns how many rows moved; a state no build
+    /// has written to yet has none.
+    fn move_to_format_3(&mut self) -> Result<u64> {
+        // Another process may have moved it since this one looked.
+        if self.conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? >= FORMAT {
+            return Ok(0);
+        }
+        let (conn, layouts) = (&self.conn, self.layouts.get_mut());
+        conn.execute_batch(concat!("CREATE TABLE rows_format_3", rows_table!(), ";"))?;
+        let mut moved = 0;
+        {
+            let mut read = conn.prepare("SELECT tbl, key, hash, del_clock, del_peer, cols FROM rows")?;
+            let mut write = conn.prepare("INSERT INTO rows_format_3 VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            let mut rows = read.query([])?;
+            while let Some(r) = rows.next()? {
+                let key = r.get_ref(1)?.as_blob()?;
+                let cols = layouts.encode(conn, &columns::decode_format_2(r.get_ref(5)?.as_blob()?))?;
+                write.execute(params![
+                    r.get::<_, i64>(0)?,
+                    StoredKey::of(key),
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    cols
+                ])?;
+                moved += 1;
+            }
+        }
+        conn.execute_batch("DROP TABLE rows; ALTER TABLE rows_format_3 RENAME TO rows;")?;
+        conn.pragma_update(None, "user_version", FORMAT)?;
+        Ok(moved)
     }
 
     /// Runs `f` in one write transaction of the state.
@@ -873,56 +911,6 @@ pub fn scan_rows(reader: &Connection, tbl: i64, f: impl FnMut(&[u8], u64, bool) 
     stored_key::scan(reader, tbl, f)
 }
 
-/// Moves a state of an earlier format to [`FORMAT`] in one transaction:
-/// rows' column states get layouts and keys of one number become SQL
-/// numbers. A state no build has written to yet has no rows to move.
-fn move_to_format_3(conn: &Connection, layouts: &mut Layouts) -> Result<()> {
-    let started = std::time::Instant::now();
-    let mut moved_rows = 0u64;
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let moved = (|| -> Result<()> {
-        // Another process may have moved it since this one looked.
-        if conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? >= FORMAT {
-            return Ok(());
-        }
-        conn.execute_batch(concat!("CREATE TABLE rows_format_3", rows_table!(), ";"))?;
-        {
-            let mut read = conn.prepare("SELECT tbl, key, hash, del_clock, del_peer, cols FROM rows")?;
-            let mut write = conn.prepare("INSERT INTO rows_format_3 VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
-            let mut rows = read.query([])?;
-            while let Some(r) = rows.next()? {
-                let key = r.get_ref(1)?.as_blob()?;
-                let cols = layouts.encode(conn, &columns::decode_format_2(r.get_ref(5)?.as_blob()?))?;
-                write.execute(params![
-                    r.get::<_, i64>(0)?,
-                    StoredKey::of(key),
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    cols
-                ])?;
-                moved_rows += 1;
-            }
-        }
-        conn.execute_batch("DROP TABLE rows; ALTER TABLE rows_format_3 RENAME TO rows;")?;
-        conn.pragma_update(None, "user_version", FORMAT)
-    })();
-    match moved {
-        Ok(()) => {
-            conn.execute_batch("COMMIT")?;
-            if moved_rows > 0 {
-                tracing::info!(rows = moved_rows, ms = started.elapsed().as_millis() as u64, "state moved to format 3");
-            }
-            Ok(())
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            layouts.forget();
-            Err(e)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1100,7 +1088,7 @@ mod tests {
         let tbl = state.table_id("t").unwrap();
         let r = row(vec![col(1, Version { clock: 5, peer: 1 }), col(2, Version { clock: 6, peer: 1 })]);
         state.put_row(tbl, b"k", &r).unwrap();
-        move_to_format_3(&state.conn, &mut Layouts::default()).unwrap();
+        state.transaction(State::move_to_format_3).unwrap();
         assert_eq!(state.row(tbl, b"k").unwrap(), Some(r));
     }
 
