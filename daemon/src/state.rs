@@ -145,14 +145,16 @@ struct RowParams {
 }
 
 impl RowParams {
-    fn of(tbl: i64, key: &[u8], row: &RowState, cols: Vec<u8>) -> Self {
-        RowParams {
+    /// The row's state with its column states encoded (layouts new to
+    /// the state are made through `conn`).
+    fn of(conn: &Connection, layouts: &RefCell<Layouts>, tbl: i64, key: &[u8], row: &RowState) -> Result<Self> {
+        Ok(RowParams {
             tbl,
             key: key.to_vec(),
             hash: row.hash as i64,
             deleted: row.deleted.map(|v| (v.clock as i64, v.peer)),
-            cols,
-        }
+            cols: layouts.borrow_mut().encode(conn, &row.cols)?,
+        })
     }
 
     /// Binds the row to the parameters from `first` (1-based) on.
@@ -176,8 +178,7 @@ pub struct RowWriter<'s> {
 
 impl RowWriter<'_> {
     pub fn put(&mut self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
-        let cols = self.layouts.borrow_mut().encode(self.conn, &row.cols)?;
-        self.pending.push(RowParams::of(tbl, key, row, cols));
+        self.pending.push(RowParams::of(self.conn, self.layouts, tbl, key, row)?);
         if self.pending.len() == ROWS_PER_STATEMENT {
             static PUT_ROWS: std::sync::LazyLock<String> =
                 std::sync::LazyLock::new(|| put_rows_sql(ROWS_PER_STATEMENT));
@@ -522,9 +523,9 @@ impl State {
     }
 
     pub fn put_row(&self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
-        let cols = self.layouts.borrow_mut().encode(&self.conn, &row.cols)?;
+        let params = RowParams::of(&self.conn, &self.layouts, tbl, key, row)?;
         let mut stmt = self.conn.prepare_cached(PUT_ROW)?;
-        RowParams::of(tbl, key, row, cols).bind(&mut stmt, 1)?;
+        params.bind(&mut stmt, 1)?;
         stmt.raw_execute()?;
         Ok(())
     }
