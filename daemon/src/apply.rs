@@ -155,7 +155,7 @@ enum ToRecord<'s, 'b> {
     /// Fresh rows inserted (see `fresh`), all of them `Step::Fresh`, with
     /// their states: worked out by the writing thread, which has less to
     /// do than this one.
-    Fresh(&'s [Step<'b>], Vec<RowState>),
+    Fresh(&'s [Step<'b>], fresh::FreshStates),
     /// The user's database committed every write of the chunk.
     UserCommitted,
 }
@@ -618,9 +618,11 @@ impl<'a> Applier<'a> {
                                 Ok(())
                             })?,
                             ToRecord::Fresh(group, states) => s.write_rows(|rows| -> Result<(), ApplyError> {
-                                for (step, state) in group.iter().zip(&states) {
+                                for (n, step) in group.iter().enumerate() {
                                     let Step::Fresh { table, key, .. } = step else { continue };
-                                    rows.put(tables[*table].tbl, key, state)?;
+                                    let (table, hash) = (&tables[*table], states.hashes[n]);
+                                    let names = &table.fresh.as_ref().expect("a fresh row's table inserts them").names;
+                                    rows.put_whole(table.tbl, key, hash, version, names, states.values_of(n))?;
                                     stats.applied += 1;
                                 }
                                 Ok(())
@@ -641,6 +643,7 @@ impl<'a> Applier<'a> {
                 send(ToRecord::Outcomes(std::mem::replace(outcomes, Vec::with_capacity(RECORD_BATCH))))
             };
             let mut outcomes = Vec::with_capacity(RECORD_BATCH);
+            let mut scratch = Vec::new();
             let written = self
                 .write_chunk(steps, tables, remote, peers, |delivered| match delivered {
                     Delivered::Outcome(o) => {
@@ -655,13 +658,14 @@ impl<'a> Applier<'a> {
                         if !outcomes.is_empty() {
                             flush(&mut outcomes)?;
                         }
-                        let states = group.iter().filter_map(|step| match step {
-                            Step::Fresh { table, change, .. } => {
-                                Some(fresh::fresh_state(&tables[*table], change, version))
-                            }
-                            Step::Planned(_) => None,
-                        });
-                        send(ToRecord::Fresh(group, states.collect()))
+                        let mut states = fresh::FreshStates::default();
+                        for step in group {
+                            let Step::Fresh { table, change, .. } = step else {
+                                unreachable!("a group holds fresh rows only")
+                            };
+                            states.push(&tables[*table], change, &mut scratch);
+                        }
+                        send(ToRecord::Fresh(group, states))
                     }
                 })
                 .and_then(|()| send(ToRecord::Outcomes(outcomes)))

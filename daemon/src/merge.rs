@@ -201,13 +201,22 @@ impl ColumnMap {
         here.len() == table.columns.len()
     }
 
+    /// The name hashes of the batch's columns that exist here, in the
+    /// batch's order: the columns [`Self::mapped_row`] yields.
+    pub fn names_here(&self) -> Vec<u64> {
+        self.0.iter().flatten().map(|&(_, name_hash)| name_hash).collect()
+    }
+
+    /// [`Self::mapped`] of a whole row's values, uncollected.
+    pub fn mapped_row<'v>(&self, values: &'v [Value]) -> impl Iterator<Item = (usize, u64, &'v Value)> + use<'_, 'v> {
+        self.0.iter().zip(values).filter_map(|(m, v)| m.map(|(i, h)| (i, h, v)))
+    }
+
     /// The change's columns that exist here: (local index, name hash, value).
     pub fn mapped<'v>(&self, op: &'v Op) -> Vec<(usize, u64, &'v Value)> {
         let here = |(i, h): (usize, u64), v| (i, h, v);
         match op {
-            Op::Row(values) | Op::Insert(values) => {
-                self.0.iter().zip(values).filter_map(|(m, v)| m.map(|m| here(m, v))).collect()
-            }
+            Op::Row(values) | Op::Insert(values) => self.mapped_row(values).collect(),
             Op::Columns(cols) => cols
                 .iter()
                 .filter_map(|(j, v)| self.0.get(*j as usize).copied().flatten().map(|m| here(m, v)))

@@ -11,6 +11,7 @@ use crate::value::Value;
 pub use checkpointer::Checkpointer;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::Path;
 
 mod checkpointer;
@@ -135,36 +136,25 @@ const PUT_ROW: &str = concat!(put_rows_into!(), "(?1, ?2, ?3, ?4, ?5, ?6)");
 /// third of the cost of recording a row one by one.
 const ROWS_PER_STATEMENT: usize = 64;
 
-/// A row's state as bound to [`PUT_ROW`]'s parameters.
-struct RowParams {
+/// A row's state as bound to [`PUT_ROW`]'s parameters: its key and encoded
+/// column states are ranges of its [`RowWriter`]'s bytes.
+struct PendingRow {
     tbl: i64,
-    key: Vec<u8>,
+    key: Range<usize>,
     hash: i64,
     deleted: Option<(i64, u32)>,
-    cols: Vec<u8>,
+    cols: Range<usize>,
 }
 
-impl RowParams {
-    /// The row's state with its column states encoded (layouts new to
-    /// the state are made through `conn`).
-    fn of(conn: &Connection, layouts: &RefCell<Layouts>, tbl: i64, key: &[u8], row: &RowState) -> Result<Self> {
-        Ok(RowParams {
-            tbl,
-            key: key.to_vec(),
-            hash: row.hash as i64,
-            deleted: row.deleted.map(|v| (v.clock as i64, v.peer)),
-            cols: layouts.borrow_mut().encode(conn, &row.cols)?,
-        })
-    }
-
+impl PendingRow {
     /// Binds the row to the parameters from `first` (1-based) on.
-    fn bind(&self, stmt: &mut rusqlite::Statement<'_>, first: usize) -> Result<()> {
+    fn bind(&self, bytes: &[u8], stmt: &mut rusqlite::Statement<'_>, first: usize) -> Result<()> {
         stmt.raw_bind_parameter(first, self.tbl)?;
-        stmt.raw_bind_parameter(first + 1, StoredKey::of(&self.key))?;
+        stmt.raw_bind_parameter(first + 1, StoredKey::of(&bytes[self.key.clone()]))?;
         stmt.raw_bind_parameter(first + 2, self.hash)?;
         stmt.raw_bind_parameter(first + 3, self.deleted.map(|d| d.0))?;
         stmt.raw_bind_parameter(first + 4, self.deleted.map(|d| d.1))?;
-        stmt.raw_bind_parameter(first + 5, &self.cols)
+        stmt.raw_bind_parameter(first + 5, &bytes[self.cols.clone()])
     }
 }
 
@@ -173,21 +163,62 @@ impl RowParams {
 pub struct RowWriter<'s> {
     conn: &'s Connection,
     layouts: &'s RefCell<Layouts>,
-    pending: Vec<RowParams>,
+    pending: Vec<PendingRow>,
+    /// The keys and encoded column states of the pending rows: one buffer
+    /// reused for every statement, not two allocations per row.
+    bytes: Vec<u8>,
 }
 
-impl RowWriter<'_> {
+impl<'s> RowWriter<'s> {
+    fn new(conn: &'s Connection, layouts: &'s RefCell<Layouts>) -> RowWriter<'s> {
+        RowWriter { conn, layouts, pending: Vec::new(), bytes: Vec::new() }
+    }
+
     pub fn put(&mut self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
-        self.pending.push(RowParams::of(self.conn, self.layouts, tbl, key, row)?);
+        let key = self.push_key(key);
+        let cols_from = self.bytes.len();
+        self.layouts.borrow_mut().encode_into(self.conn, &row.cols, &mut self.bytes)?;
+        let deleted = row.deleted.map(|v| (v.clock as i64, v.peer));
+        self.push(PendingRow { tbl, key, hash: row.hash as i64, deleted, cols: cols_from..self.bytes.len() })
+    }
+
+    /// Puts the state of a row written whole by one change: its columns
+    /// `names` (in layout order), each at `version`, their values hashing
+    /// to `value_hashes`, the row to `hash`. The same as [`Self::put`] of
+    /// the [`RowState`] they make, without making it.
+    pub fn put_whole(
+        &mut self,
+        tbl: i64,
+        key: &[u8],
+        hash: u64,
+        version: Version,
+        names: &[u64],
+        value_hashes: &[u64],
+    ) -> Result<()> {
+        let key = self.push_key(key);
+        let cols_from = self.bytes.len();
+        self.layouts.borrow_mut().encode_whole_into(self.conn, names, version, value_hashes, &mut self.bytes)?;
+        self.push(PendingRow { tbl, key, hash: hash as i64, deleted: None, cols: cols_from..self.bytes.len() })
+    }
+
+    fn push_key(&mut self, key: &[u8]) -> Range<usize> {
+        let from = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        from..self.bytes.len()
+    }
+
+    fn push(&mut self, row: PendingRow) -> Result<()> {
+        self.pending.push(row);
         if self.pending.len() == ROWS_PER_STATEMENT {
             static PUT_ROWS: std::sync::LazyLock<String> =
                 std::sync::LazyLock::new(|| put_rows_sql(ROWS_PER_STATEMENT));
             let mut stmt = self.conn.prepare_cached(&PUT_ROWS)?;
             for (n, row) in self.pending.iter().enumerate() {
-                row.bind(&mut stmt, 1 + n * 6)?;
+                row.bind(&self.bytes, &mut stmt, 1 + n * 6)?;
             }
             stmt.raw_execute()?;
             self.pending.clear();
+            self.bytes.clear();
         }
         Ok(())
     }
@@ -198,7 +229,7 @@ impl RowWriter<'_> {
         }
         let mut stmt = self.conn.prepare_cached(PUT_ROW)?;
         for row in &self.pending {
-            row.bind(&mut stmt, 1)?;
+            row.bind(&self.bytes, &mut stmt, 1)?;
             stmt.raw_execute()?;
         }
         Ok(())
@@ -399,7 +430,8 @@ impl State {
             let mut rows = read.query([])?;
             while let Some(r) = rows.next()? {
                 let key = r.get_ref(1)?.as_blob()?;
-                let cols = layouts.encode(conn, &columns::decode_format_2(r.get_ref(5)?.as_blob()?))?;
+                let mut cols = Vec::new();
+                layouts.encode_into(conn, &columns::decode_format_2(r.get_ref(5)?.as_blob()?), &mut cols)?;
                 write.execute(params![
                     r.get::<_, i64>(0)?,
                     StoredKey::of(key),
@@ -523,11 +555,7 @@ impl State {
     }
 
     pub fn put_row(&self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
-        let params = RowParams::of(&self.conn, &self.layouts, tbl, key, row)?;
-        let mut stmt = self.conn.prepare_cached(PUT_ROW)?;
-        params.bind(&mut stmt, 1)?;
-        stmt.raw_execute()?;
-        Ok(())
+        self.write_rows(|rows| rows.put(tbl, key, row))
     }
 
     /// Runs `f` with a writer that puts rows' states in groups: what
@@ -538,8 +566,7 @@ impl State {
         &self,
         f: impl FnOnce(&mut RowWriter<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let mut rows =
-            RowWriter { conn: &self.conn, layouts: &self.layouts, pending: Vec::with_capacity(ROWS_PER_STATEMENT) };
+        let mut rows = RowWriter::new(&self.conn, &self.layouts);
         let value = f(&mut rows)?;
         rows.finish()?;
         Ok(value)

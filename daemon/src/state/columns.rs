@@ -41,15 +41,15 @@ impl Layouts {
         *self = Layouts::default();
     }
 
-    /// The id of the layout of `cols`, made when new.
-    fn id_of(&mut self, conn: &Connection, cols: &[ColState]) -> Result<i64> {
-        let same = |names: &[u64]| names.len() == cols.len() && names.iter().zip(cols).all(|(n, c)| *n == c.name_hash);
-        if let Some((id, names)) = &self.last
-            && same(names)
+    /// The id of the layout naming `names` in order, made when new.
+    fn id_of(&mut self, conn: &Connection, names: impl ExactSizeIterator<Item = u64> + Clone) -> Result<i64> {
+        if let Some((id, last)) = &self.last
+            && last.len() == names.len()
+            && last.iter().copied().eq(names.clone())
         {
             return Ok(*id);
         }
-        let names: Names = cols.iter().map(|c| c.name_hash).collect();
+        let names: Names = names.collect();
         let id = match self.by_names.get(&names) {
             Some(&id) => id,
             None => {
@@ -91,28 +91,44 @@ impl Layouts {
         self.by_names.insert(names, id);
     }
 
-    /// The encoding of `cols`.
-    pub(super) fn encode(&mut self, conn: &Connection, cols: &[ColState]) -> Result<Vec<u8>> {
+    /// Appends the encoding of `cols` to `out`.
+    pub(super) fn encode_into(&mut self, conn: &Connection, cols: &[ColState], out: &mut Vec<u8>) -> Result<()> {
         let Some(first) = cols.first() else {
-            return Ok(Vec::new());
+            return Ok(());
         };
-        let layout = self.id_of(conn, cols)?;
-        let one_version = cols.iter().all(|c| c.version == first.version);
-        let mut out = Vec::with_capacity(1 + 10 + 12 + cols.len() * if one_version { 8 } else { 20 });
-        out.push(if one_version { ONE_VERSION } else { PER_COLUMN });
-        put_leb128(&mut out, layout as u64);
-        if one_version {
-            put_version(&mut out, first.version);
-            for c in cols {
-                out.extend_from_slice(&c.value_hash.to_le_bytes());
-            }
+        let layout = self.id_of(conn, cols.iter().map(|c| c.name_hash))?;
+        if cols.iter().all(|c| c.version == first.version) {
+            put_one_version(out, layout, first.version, cols.iter().map(|c| c.value_hash));
         } else {
+            out.reserve(1 + 10 + cols.len() * 20);
+            out.push(PER_COLUMN);
+            put_leb128(out, layout as u64);
             for c in cols {
                 out.extend_from_slice(&c.value_hash.to_le_bytes());
-                put_version(&mut out, c.version);
+                put_version(out, c.version);
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Appends the encoding of the column states named `names`, all at
+    /// `version`, with `value_hashes` in the same order: what
+    /// [`Self::encode_into`] makes of those states.
+    pub(super) fn encode_whole_into(
+        &mut self,
+        conn: &Connection,
+        names: &[u64],
+        version: Version,
+        value_hashes: &[u64],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        debug_assert_eq!(names.len(), value_hashes.len());
+        if names.is_empty() {
+            return Ok(());
+        }
+        let layout = self.id_of(conn, names.iter().copied())?;
+        put_one_version(out, layout, version, value_hashes.iter().copied());
+        Ok(())
     }
 
     /// The column states encoded as `bytes`.
@@ -172,6 +188,16 @@ fn damaged(what: impl Into<String>) -> rusqlite::Error {
         rusqlite::types::Type::Blob,
         format!("the state is damaged: {}", what.into()).into(),
     )
+}
+
+fn put_one_version(out: &mut Vec<u8>, layout: i64, version: Version, value_hashes: impl ExactSizeIterator<Item = u64>) {
+    out.reserve(1 + 10 + 12 + value_hashes.len() * 8);
+    out.push(ONE_VERSION);
+    put_leb128(out, layout as u64);
+    put_version(out, version);
+    for h in value_hashes {
+        out.extend_from_slice(&h.to_le_bytes());
+    }
 }
 
 fn put_version(out: &mut Vec<u8>, v: Version) {
