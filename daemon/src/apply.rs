@@ -14,6 +14,7 @@
 //! the local edit has a version and takes part in the merge.
 
 use crate::batch::{BatchBody, Born, Op, RowChange, Seen, TableChanges};
+use crate::borrowing_statement::BorrowingStatement;
 use crate::config::Policy;
 use crate::constraints::Constraints;
 use crate::merge::{self, Action, ColumnMap, ConflictNote, Decision, Loser, ParkReason, PeerBook, RemoteBatch};
@@ -128,6 +129,8 @@ pub struct Applier<'a> {
     /// The last statement built: consecutive changes of a batch hit the
     /// same table and columns.
     pub last_sql: std::cell::RefCell<Option<(SqlKey, rusqlite::Statement<'a>)>>,
+    /// The statements that insert fresh rows (see `fresh`), by their SQL.
+    pub fresh_statements: std::cell::RefCell<HashMap<String, BorrowingStatement<'a>>>,
     /// The application's UNIQUE indexes and foreign keys.
     pub constraints: &'a Constraints,
     /// A second connection to the state: a thread records a chunk's

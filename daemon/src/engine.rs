@@ -392,6 +392,7 @@ impl Engine {
             peer_names: &self.peer_names,
             self_peer,
             last_sql: Default::default(),
+            fresh_statements: Default::default(),
             constraints,
             recorder: std::cell::RefCell::new(self.recorder.as_mut().expect("just opened")),
             changed_later: Default::default(),

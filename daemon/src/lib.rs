@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod batch;
+pub mod borrowing_statement;
 pub mod capture;
 pub mod config;
 pub mod constraints;

@@ -10,11 +10,13 @@
 
 use super::{Applier, ApplyError, BatchTable, Delivered, Peers, Step};
 use crate::batch::{Op, RowChange, TableChanges};
+use crate::borrowing_statement::BorrowingStatement;
 use crate::constraints::Constraints;
 use crate::merge::{ColumnMap, RemoteBatch};
 use crate::schema::{Table, quote_ident};
 use crate::value::{self, Value};
 use rusqlite::ErrorCode;
+use rusqlite::types::ValueRef;
 
 /// Rows per INSERT statement: one statement per row costs SQLite more than
 /// the row itself.
@@ -143,17 +145,19 @@ impl Applier<'_> {
     /// Runs `sql` with the values of `rows`: false when SQLite refuses one
     /// of them, and then none is written.
     fn insert_values(&self, sql: &str, fresh: &FreshInserts, rows: &[Step<'_>]) -> Result<bool, ApplyError> {
-        let mut stmt = self.user.prepare_cached(sql)?;
-        let mut n = 0;
-        for step in rows {
-            let Step::Fresh { change, .. } = step else { continue };
-            let Op::Insert(values) = &change.op else { continue };
-            for &at in &fresh.binds {
-                n += 1;
-                stmt.raw_bind_parameter(n, values.get(at).unwrap_or(&Value::Null))?;
-            }
+        let mut statements = self.fresh_statements.borrow_mut();
+        if !statements.contains_key(sql) {
+            statements.insert(sql.to_owned(), BorrowingStatement::prepare(self.user, sql)?);
         }
-        match stmt.raw_execute() {
+        let stmt = statements.get_mut(sql).expect("just prepared");
+        let values = rows.iter().flat_map(|step| {
+            let values = match step {
+                Step::Fresh { change, .. } => change.op.whole_row().unwrap_or_default(),
+                Step::Planned(_) => &[],
+            };
+            fresh.binds.iter().map(|&at| values.get(at).map_or(ValueRef::Null, Value::as_ref))
+        });
+        match stmt.execute(values) {
             Ok(_) => Ok(true),
             Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => Ok(false),
             Err(e) => Err(e.into()),
