@@ -76,7 +76,36 @@ pub struct TableChanges {
     pub key_columns: Vec<String>,
     /// False: the table has no primary key and rows are their own identity.
     pub has_primary_key: bool,
+    #[serde(deserialize_with = "changes_reserved")]
     pub changes: Vec<RowChange>,
+}
+
+/// At most this many changes are reserved up front when a table's changes
+/// are decoded: the count comes from a body a buggy peer may have written.
+/// Above what a batch holds ([`crate::outbox::MAX_BATCH_CHANGES`]).
+const MAX_RESERVED_CHANGES: usize = 1 << 17;
+
+/// Decodes a table's changes into a vector reserved for their number.
+/// serde's own reserves at most 1 MiB of them, and a full batch's vector
+/// would be copied twice more as it grows.
+fn changes_reserved<'de, D: serde::Deserializer<'de>>(decoder: D) -> Result<Vec<RowChange>, D::Error> {
+    struct Changes;
+    impl<'de> serde::de::Visitor<'de> for Changes {
+        type Value = Vec<RowChange>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence of row changes")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<RowChange>, A::Error> {
+            let mut changes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_RESERVED_CHANGES));
+            while let Some(change) = seq.next_element()? {
+                changes.push(change);
+            }
+            Ok(changes)
+        }
+    }
+    decoder.deserialize_seq(Changes)
 }
 
 /// One changed row.

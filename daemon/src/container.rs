@@ -428,6 +428,10 @@ fn check_expected(header: &Header, expect: &Expect<'_>) -> Result<(), ContainerE
     Ok(())
 }
 
+/// How many times its compressed size [`decode`] first expects a body to
+/// be.
+const PLAUSIBLE_EXPANSION: usize = 16;
+
 /// Decodes a whole file in memory (change batches) and verifies everything:
 /// the header and its checksum, that it matches `expect`, the hash of the
 /// compressed frame, and the body's length and SHA-256. Returns the body
@@ -445,13 +449,15 @@ pub fn decode(bytes: &[u8], expect: &Expect<'_>) -> Result<(Header, Vec<u8>), Co
 
     // A forged or damaged length must not make us allocate more than it
     // says, nor a small file expand into an arbitrary amount of memory:
-    // the buffer grows geometrically, never past `body_len`, and reading
-    // stops there.
+    // the buffer starts at what the frame plausibly expands to (a change
+    // batch, to a tenth or so) and grows geometrically, never past
+    // `body_len`, and reading stops there.
     let mut body = Vec::new();
     let mut filled = 0;
     while filled < target {
         if filled == body.len() {
-            let grown = target.min((body.len() * 2).max(64 << 10));
+            let first = frame.len().saturating_mul(PLAUSIBLE_EXPANSION).max(64 << 10);
+            let grown = target.min((body.len() * 2).max(first));
             body.reserve_exact(grown - body.len());
             body.resize(grown, 0);
         }
