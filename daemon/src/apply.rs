@@ -612,31 +612,36 @@ impl<'a> Applier<'a> {
             let recording = std::thread::Builder::new().name("syncd-record".into()).spawn_scoped(scope, move || {
                 recorder.transaction(|s| -> Result<ApplyStats, ApplyError> {
                     let mut stats = ApplyStats::default();
-                    for message in receiver {
-                        match message {
-                            ToRecord::Outcomes(outcomes) => s.write_rows(|rows| -> Result<(), ApplyError> {
-                                for o in &outcomes {
-                                    record(s, rows, o, remote, author_id, &mut stats)?;
+                    // One writer for the whole chunk, its statement prepared
+                    // once: recording reads none of the rows it puts.
+                    let committed = s.write_rows(|rows| -> Result<bool, ApplyError> {
+                        for message in receiver {
+                            match message {
+                                ToRecord::Outcomes(outcomes) => {
+                                    for o in &outcomes {
+                                        record(s, rows, o, remote, author_id, &mut stats)?;
+                                    }
                                 }
-                                Ok(())
-                            })?,
-                            ToRecord::Fresh(group, states) => s.write_rows(|rows| -> Result<(), ApplyError> {
-                                for (n, step) in group.iter().enumerate() {
-                                    let Step::Fresh { table, key, .. } = step else { continue };
-                                    let (table, hash) = (&tables[*table], states.hashes[n]);
-                                    let names = &table.fresh.as_ref().expect("a fresh row's table inserts them").names;
-                                    rows.put_whole(table.tbl, key, hash, version, names, states.values_of(n))?;
-                                    stats.applied += 1;
+                                ToRecord::Fresh(group, states) => {
+                                    for (n, step) in group.iter().enumerate() {
+                                        let Step::Fresh { table, key, .. } = step else { continue };
+                                        let (table, hash) = (&tables[*table], states.hashes[n]);
+                                        let names =
+                                            &table.fresh.as_ref().expect("a fresh row's table inserts them").names;
+                                        rows.put_whole(table.tbl, key, hash, version, names, states.values_of(n))?;
+                                        stats.applied += 1;
+                                    }
                                 }
-                                Ok(())
-                            })?,
-                            ToRecord::UserCommitted => {
-                                finish(s)?;
-                                return Ok(stats);
+                                ToRecord::UserCommitted => return Ok(true),
                             }
                         }
+                        Ok(false)
+                    })?;
+                    if !committed {
+                        return Err(ApplyError::Unfinished);
                     }
-                    Err(ApplyError::Unfinished)
+                    finish(s)?;
+                    Ok(stats)
                 })
             });
             // As `scope.spawn` would, only named for profilers.

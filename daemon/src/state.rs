@@ -7,8 +7,10 @@
 //! changes, and the batch being applied (for crash recovery). Every SQL
 //! statement on the state lives in this module.
 
+use crate::borrowing_statement::BorrowingStatement;
 use crate::value::Value;
 pub use checkpointer::Checkpointer;
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -147,14 +149,18 @@ struct PendingRow {
 }
 
 impl PendingRow {
-    /// Binds the row to the parameters from `first` (1-based) on.
-    fn bind(&self, bytes: &[u8], stmt: &mut rusqlite::Statement<'_>, first: usize) -> Result<()> {
-        stmt.raw_bind_parameter(first, self.tbl)?;
-        stmt.raw_bind_parameter(first + 1, StoredKey::of(&bytes[self.key.clone()]))?;
-        stmt.raw_bind_parameter(first + 2, self.hash)?;
-        stmt.raw_bind_parameter(first + 3, self.deleted.map(|d| d.0))?;
-        stmt.raw_bind_parameter(first + 4, self.deleted.map(|d| d.1))?;
-        stmt.raw_bind_parameter(first + 5, &bytes[self.cols.clone()])
+    /// The row's parameters, in [`PUT_ROW`]'s order; `bytes` are its
+    /// writer's.
+    fn params<'b>(&self, bytes: &'b [u8]) -> [ValueRef<'b>; 6] {
+        let deleted = |v: Option<i64>| v.map_or(ValueRef::Null, ValueRef::Integer);
+        [
+            ValueRef::Integer(self.tbl),
+            StoredKey::of(&bytes[self.key.clone()]).as_value_ref(),
+            ValueRef::Integer(self.hash),
+            deleted(self.deleted.map(|d| d.0)),
+            deleted(self.deleted.map(|d| i64::from(d.1))),
+            ValueRef::Blob(&bytes[self.cols.clone()]),
+        ]
     }
 }
 
@@ -167,11 +173,13 @@ pub struct RowWriter<'s> {
     /// The keys and encoded column states of the pending rows: one buffer
     /// reused for every statement, not two allocations per row.
     bytes: Vec<u8>,
+    /// The statement that puts a full group, prepared at the first.
+    put_group: Option<BorrowingStatement<'s>>,
 }
 
 impl<'s> RowWriter<'s> {
     fn new(conn: &'s Connection, layouts: &'s RefCell<Layouts>) -> RowWriter<'s> {
-        RowWriter { conn, layouts, pending: Vec::new(), bytes: Vec::new() }
+        RowWriter { conn, layouts, pending: Vec::new(), bytes: Vec::new(), put_group: None }
     }
 
     pub fn put(&mut self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
@@ -210,13 +218,14 @@ impl<'s> RowWriter<'s> {
     fn push(&mut self, row: PendingRow) -> Result<()> {
         self.pending.push(row);
         if self.pending.len() == ROWS_PER_STATEMENT {
-            static PUT_ROWS: std::sync::LazyLock<String> =
-                std::sync::LazyLock::new(|| put_rows_sql(ROWS_PER_STATEMENT));
-            let mut stmt = self.conn.prepare_cached(&PUT_ROWS)?;
-            for (n, row) in self.pending.iter().enumerate() {
-                row.bind(&self.bytes, &mut stmt, 1 + n * 6)?;
-            }
-            stmt.raw_execute()?;
+            let put_group = match &mut self.put_group {
+                Some(statement) => statement,
+                None => {
+                    self.put_group.insert(BorrowingStatement::prepare(self.conn, &put_rows_sql(ROWS_PER_STATEMENT))?)
+                }
+            };
+            let bytes = &self.bytes;
+            put_group.execute(self.pending.iter().flat_map(|row| row.params(bytes)))?;
             self.pending.clear();
             self.bytes.clear();
         }
@@ -229,7 +238,9 @@ impl<'s> RowWriter<'s> {
         }
         let mut stmt = self.conn.prepare_cached(PUT_ROW)?;
         for row in &self.pending {
-            row.bind(&self.bytes, &mut stmt, 1)?;
+            for (at, value) in row.params(&self.bytes).into_iter().enumerate() {
+                stmt.raw_bind_parameter(at + 1, rusqlite::types::ToSqlOutput::Borrowed(value))?;
+            }
             stmt.raw_execute()?;
         }
         Ok(())

@@ -37,13 +37,19 @@ impl<'k> StoredKey<'k> {
     }
 }
 
-impl ToSql for StoredKey<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match *self {
+impl<'k> StoredKey<'k> {
+    pub fn as_value_ref(&self) -> ValueRef<'k> {
+        match *self {
             StoredKey::Integer(i) => ValueRef::Integer(i),
             StoredKey::Real(f) => ValueRef::Real(f),
             StoredKey::Encoded(b) => ValueRef::Blob(b),
-        }))
+        }
+    }
+}
+
+impl ToSql for StoredKey<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(self.as_value_ref()))
     }
 }
 
