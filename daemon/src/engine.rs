@@ -29,6 +29,7 @@ use tracing::{debug, info, info_span, warn};
 mod backup;
 mod conflicts;
 mod join;
+mod read_ahead;
 pub use backup::CleanupOutcome;
 
 #[derive(Debug, thiserror::Error)]
@@ -117,13 +118,6 @@ fn open_state(path: &std::path::Path) -> Result<(State, Checkpointer), EngineErr
     let state = State::open(path)?;
     state.leave_checkpoints_to_a_checkpointer()?;
     Ok((state, Checkpointer::start(path)?))
-}
-
-/// Frees `value` on a thread of its own: a decoded batch takes milliseconds
-/// to free, which the next batch need not wait for.
-fn drop_aside<T: Send + 'static>(value: T) {
-    // Should the thread not start, the value is freed here, with the closure.
-    let _ = std::thread::Builder::new().name("syncd-free".into()).spawn(move || drop(value));
 }
 
 /// One synced database on this peer.
@@ -547,9 +541,8 @@ impl Engine {
         }
         let mut expected = cursor.seq + 1;
         let mut blocked = false;
-        // The next batch is read and decoded on a helper thread while this
-        // one applies.
-        let mut ahead: Option<(u64, std::thread::JoinHandle<Result<Fetched, HubError>>)> = None;
+        // The next batch is read and decoded while this one applies.
+        let mut reader = read_ahead::ReadAhead::start(self.hub.clone(), &self.config.name, peer);
         let mut entries = entries.into_iter().peekable();
         while let Some(entry) = entries.next() {
             let path = format!("{dir}/{}", entry.name);
@@ -584,10 +577,7 @@ impl Engine {
                 self.skip(report, missing, format!("missing; batch {seq} waits for it"));
                 continue;
             }
-            let fetched = match ahead.take() {
-                Some((s, reading)) if s == seq => reading.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?,
-                _ => fetch_batch(&*self.hub, &path, &self.config.name, peer, seq)?,
-            };
+            let fetched = reader.take(&path, seq)?;
             let (header, file, body) = match fetched {
                 Fetched::Missing => {
                     blocked = true;
@@ -605,14 +595,7 @@ impl Engine {
             if let Some(next) = entries.peek()
                 && names::classify(&next.name) == NameKind::Batch(seq + 1)
             {
-                let (hub, path) = (self.hub.clone(), format!("{dir}/{}", next.name));
-                let (database, peer) = (self.config.name.clone(), peer.to_string());
-                // Named for profilers; a thread that cannot start leaves the
-                // batch to be read when its turn comes.
-                let reading = std::thread::Builder::new()
-                    .name("syncd-fetch".into())
-                    .spawn(move || fetch_batch(&*hub, &path, &database, &peer, seq + 1));
-                ahead = reading.ok().map(|r| (seq + 1, r));
+                reader.ask(format!("{dir}/{}", next.name), seq + 1);
             }
             self.peer_names.insert(peer.to_string(), header.peer_name.clone());
             let span = info_span!("apply", peer = %header.peer_name, seq);
@@ -639,7 +622,7 @@ impl Engine {
             self.checkpointer.ask();
             report.applied += stats;
             expected += 1;
-            drop_aside((body, file));
+            reader.free((body, file));
         }
         Ok(gap)
     }
