@@ -76,7 +76,7 @@ fn secs(d: Duration) -> f64 {
 
 /// Rounds of each measurement whose median is reported: one round on a
 /// shared machine can be off by 2x either way.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 7;
 
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
