@@ -437,6 +437,41 @@ const PLAUSIBLE_EXPANSION: usize = 16;
 /// compressed frame, and the body's length and SHA-256. Returns the body
 /// only once all of it is verified.
 pub fn decode(bytes: &[u8], expect: &Expect<'_>) -> Result<(Header, Vec<u8>), ContainerError> {
+    let (header, body) = decode_unhashed(bytes, expect)?;
+    if sha256_hex(&body) != header.body_sha256 {
+        return Err(ContainerError::Checksum);
+    }
+    Ok((header, body))
+}
+
+/// [`decode`] and `parse` of the body, which runs while the body's SHA-256
+/// is worked out on a second thread (the two take about as long): what it
+/// makes of the body is handed out only once the body is verified, and a
+/// parser must take any bytes, as the codec does.
+pub fn decode_with<T>(
+    bytes: &[u8],
+    expect: &Expect<'_>,
+    parse: impl FnOnce(&[u8]) -> T,
+) -> Result<(Header, T), ContainerError> {
+    let (header, body) = decode_unhashed(bytes, expect)?;
+    let (sha256, parsed) = std::thread::scope(|scope| {
+        let hashing = std::thread::Builder::new().name("syncd-sha256".into()).spawn_scoped(scope, || sha256_hex(&body));
+        let parsed = parse(&body);
+        // A thread that cannot start leaves the hash to this one.
+        let sha256 = match hashing {
+            Ok(hashing) => hashing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => sha256_hex(&body),
+        };
+        (sha256, parsed)
+    });
+    if sha256 != header.body_sha256 {
+        return Err(ContainerError::Checksum);
+    }
+    Ok((header, parsed))
+}
+
+/// [`decode`] but for the body's SHA-256, which the caller checks.
+fn decode_unhashed(bytes: &[u8], expect: &Expect<'_>) -> Result<(Header, Vec<u8>), ContainerError> {
     let Parsed { header, frame_xxh3, body_start } = parse_header(bytes)?;
     check_expected(&header, expect)?;
     let too_large = ContainerError::TooLarge { found: header.body_len, limit: MAX_IN_MEMORY_BODY };
@@ -474,7 +509,7 @@ pub fn decode(bytes: &[u8], expect: &Expect<'_>) -> Result<(Header, Vec<u8>), Co
     let extra = read_body(&mut decoder, &mut probe, |_| None)?;
     check_len(header.body_len, filled as u64 + extra as u64)?;
     check_nothing_after(decoder.finish())?;
-    if xxh3_64(frame) != frame_xxh3 || sha256_hex(&body) != header.body_sha256 {
+    if xxh3_64(frame) != frame_xxh3 {
         return Err(ContainerError::Checksum);
     }
     Ok((header, body))
@@ -811,6 +846,36 @@ mod tests {
             body_sha256: String::new(),
             meta: serde_json::Value::Null,
         }
+    }
+
+    /// The file of `body` with the header of `claimed`: every check but the
+    /// body's SHA-256 passes.
+    fn with_the_hash_of(claimed: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut header = header();
+        header.body_len = body.len() as u64;
+        header.body_sha256 = sha256_hex(claimed);
+        let mut compressor = zstd::bulk::Compressor::new(3).unwrap();
+        compressor.include_checksum(true).unwrap();
+        let compressed = compressor.compress(body).unwrap();
+        let mut out = header_frame(&header_content(&header, xxh3_64(&compressed), 0));
+        out.extend_from_slice(&compressed);
+        out
+    }
+
+    #[test]
+    fn what_is_parsed_of_a_body_is_handed_out_only_with_its_hash_right() {
+        let expect = Expect { kind: FileKind::Batch, database: "main", peer_id: None, seq: None };
+        let parse = |body: &[u8]| body.len();
+        let good = encode(&header(), b"the body", 3);
+        assert_eq!(decode_with(&good, &expect, parse).unwrap().1, 8);
+
+        let forged = with_the_hash_of(b"the body", b"another!");
+        let mut parsed = false;
+        let result = decode_with(&forged, &expect, |_| parsed = true);
+        assert!(matches!(result, Err(ContainerError::Checksum)), "{:?}", result.map(|_| ()));
+        assert!(parsed, "parsed while the hash was worked out, then dropped");
+        assert!(matches!(decode(&forged, &expect), Err(ContainerError::Checksum)));
+        assert_eq!(decode(&with_the_hash_of(b"same", b"same"), &expect).unwrap().1, b"same");
     }
 
     #[test]

@@ -103,11 +103,13 @@ fn fetch_batch(hub: &dyn Hub, path: &str, database: &str, peer: &str, seq: u64) 
         Err(e) => return Err(e),
     };
     let expect = Expect { kind: FileKind::Batch, database, peer_id: Some(peer), seq: Some(seq) };
-    let (header, body_bytes) = match container::decode(&bytes, &expect) {
+    // The body is decoded while its hash is checked; a body that fails the
+    // check is never used.
+    let (header, body) = match container::decode_with(&bytes, &expect, BatchBody::decode) {
         Ok(x) => x,
         Err(e) => return Ok(Fetched::Unusable(e.to_string())),
     };
-    Ok(match BatchBody::decode(&body_bytes) {
+    Ok(match body {
         Ok(body) => Fetched::Batch { header: Box::new(header), file: bytes, body },
         Err(e) => Fetched::Unusable(e.to_string()),
     })
