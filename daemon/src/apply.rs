@@ -175,8 +175,9 @@ enum Step<'b> {
     /// Boxed: most of a catch-up's changes are fresh rows, a tenth its size.
     Planned(Box<Planned<'b>>),
     /// A row new to this peer, inserted without planning (see `fresh`):
-    /// its table (index into the batch's) and key here.
-    Fresh { table: usize, key: Vec<u8>, change: &'b RowChange },
+    /// its table (index into the batch's). Its key here is worked out
+    /// again where it is recorded, rather than kept for each row.
+    Fresh { table: usize, change: &'b RowChange },
 }
 
 impl<'b> Step<'b> {
@@ -228,6 +229,11 @@ impl BatchTable<'_, '_> {
     /// The change's key here, encoded ([`local_key`]).
     fn local_key(&self, change: &RowChange) -> Option<Vec<u8>> {
         encoded_key(self.key_positions.as_deref()?, change)
+    }
+
+    /// [`Self::local_key`] into `out`; false where it has none.
+    fn local_key_into(&self, change: &RowChange, out: &mut Vec<u8>) -> bool {
+        self.key_positions.as_deref().is_some_and(|positions| encoded_key_into(positions, change, out))
     }
 
     fn may_know(&self, key: &[u8]) -> bool {
@@ -454,15 +460,17 @@ impl<'a> Applier<'a> {
         let flat = in_apply_order(body, self.constraints);
         let mut stats = ApplyStats::default();
         let mut done = start.min(flat.len());
+        let mut key = Vec::new();
         loop {
             let chunk_start = done;
             self.read_greatest_known(&mut tables)?;
             let mut steps = Vec::with_capacity(CHUNK_MAX_CHANGES.min(flat.len() - done));
             while done < flat.len() && steps.len() < CHUNK_MAX_CHANGES {
                 let (t, change) = flat[done];
-                steps.push(match tables[t].fresh_key(change) {
-                    Some(key) => Step::Fresh { table: t, key, change },
-                    None => Step::Planned(Box::new(self.plan(&tables[t], change, &remote, &peers)?)),
+                steps.push(if tables[t].is_fresh(change, &mut key) {
+                    Step::Fresh { table: t, change }
+                } else {
+                    Step::Planned(Box::new(self.plan(&tables[t], change, &remote, &peers)?))
                 });
                 done += 1;
             }
@@ -612,6 +620,7 @@ impl<'a> Applier<'a> {
             let recording = std::thread::Builder::new().name("syncd-record".into()).spawn_scoped(scope, move || {
                 recorder.transaction(|s| -> Result<ApplyStats, ApplyError> {
                     let mut stats = ApplyStats::default();
+                    let mut key = Vec::new();
                     // One writer for the whole chunk, its statement prepared
                     // once: recording reads none of the rows it puts.
                     let committed = s.write_rows(|rows| -> Result<bool, ApplyError> {
@@ -624,11 +633,14 @@ impl<'a> Applier<'a> {
                                 }
                                 ToRecord::Fresh(group, states) => {
                                     for (n, step) in group.iter().enumerate() {
-                                        let Step::Fresh { table, key, .. } = step else { continue };
+                                        let Step::Fresh { table, change } = step else { continue };
                                         let (table, hash) = (&tables[*table], states.hashes[n]);
+                                        if !table.local_key_into(change, &mut key) {
+                                            unreachable!("a fresh row has a key here");
+                                        }
                                         let names =
                                             &table.fresh.as_ref().expect("a fresh row's table inserts them").names;
-                                        rows.put_whole(table.tbl, key, hash, version, names, states.values_of(n))?;
+                                        rows.put_whole(table.tbl, &key, hash, version, names, states.values_of(n))?;
                                         stats.applied += 1;
                                     }
                                 }
@@ -1060,10 +1072,17 @@ fn local_key(table: &Table, t: &TableChanges, c: &RowChange) -> Option<Vec<u8>> 
 /// The change's key, encoded in the local key order given by `positions`.
 fn encoded_key(positions: &[usize], c: &RowChange) -> Option<Vec<u8>> {
     let mut key = Vec::with_capacity(value::NUMBER_KEY_BYTES * positions.len());
+    encoded_key_into(positions, c, &mut key).then_some(key)
+}
+
+/// [`encoded_key`] into `out` (cleared first); false where it has none.
+fn encoded_key_into(positions: &[usize], c: &RowChange, out: &mut Vec<u8>) -> bool {
+    out.clear();
     for &p in positions {
-        value::encode_key_value(c.key.get(p)?.as_ref(), &mut key);
+        let Some(value) = c.key.get(p) else { return false };
+        value::encode_key_value(value.as_ref(), out);
     }
-    Some(key)
+    true
 }
 
 /// The row hash capture would compute for these local values.

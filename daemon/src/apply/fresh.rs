@@ -77,19 +77,17 @@ impl FreshInserts {
 }
 
 impl BatchTable<'_, '_> {
-    /// The key of `change` here when it is a fresh row (see the module).
-    pub(super) fn fresh_key(&self, change: &RowChange) -> Option<Vec<u8>> {
+    /// True when `change` is a fresh row (see the module); `key` is
+    /// scratch space for its key here.
+    pub(super) fn is_fresh(&self, change: &RowChange, key: &mut Vec<u8>) -> bool {
         let (Some(_), Op::Insert(values)) = (&self.fresh, &change.op) else {
-            return None;
+            return false;
         };
         // A row short of values is left to planning, which parks it.
-        if values.len() != self.changes.columns.len() {
-            return None;
+        if values.len() != self.changes.columns.len() || change.key.iter().any(|v| matches!(v, Value::Null)) {
+            return false;
         }
-        if change.key.iter().any(|v| matches!(v, Value::Null)) {
-            return None;
-        }
-        self.local_key(change).filter(|key| !self.may_know(key))
+        self.local_key_into(change, key) && !self.may_know(key)
     }
 }
 
