@@ -295,6 +295,12 @@ pub fn decide(
             let theirs = remote_born.expect("a collision has a remote birth");
             decide_key_collision(table, &mapped, row, theirs, version, peers, remote_image)
         }
+        // A delete of a row made here that has left this key since (a
+        // change about a row that moved goes where it lives now): it is
+        // gone here already, and nothing is on its way.
+        (Op::Delete, Some(row)) if born_elsewhere(table, row, change.born, peers) && made_here(change, peers) => {
+            Decision::of(Action::Skip)
+        }
         // An edit or delete of the row its author had at this key, which is
         // not ours: it waits for that row to arrive, or to move here.
         (Op::Columns(_) | Op::Delete, Some(row)) if born_elsewhere(table, row, change.born, peers) => {
@@ -549,6 +555,11 @@ fn key_cols(table: &Table, row: &RowState) -> Vec<ColState> {
 
 /// The change is about another row than ours that had this integer key:
 /// both births are known and differ.
+/// True when the row `change` is about was made by this peer.
+fn made_here(change: &RowChange, peers: &dyn PeerBook) -> bool {
+    change.born.is_some_and(|born| peers.index_of(born.peer) == Some(peers.self_index()))
+}
+
 pub fn born_elsewhere(table: &Table, row: &RowState, theirs: Option<Born>, peers: &dyn PeerBook) -> bool {
     let (Some(theirs), Some(ours)) = (theirs, birth(table, row)) else { return false };
     table.integer_primary_key && ours.is_known() && ours.to_wire(peers) != Some(theirs)
