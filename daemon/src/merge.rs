@@ -295,10 +295,11 @@ pub fn decide(
             let theirs = remote_born.expect("a collision has a remote birth");
             decide_key_collision(table, &mapped, row, theirs, version, peers, remote_image)
         }
-        // A delete of a row made here that has left this key since (a
-        // change about a row that moved goes where it lives now): it is
-        // gone here already, and nothing is on its way.
-        (Op::Delete, Some(row)) if born_elsewhere(table, row, change.born, peers) && made_here(change, peers) => {
+        // A delete of a row that has left this key for good: it is gone
+        // here already, and nothing is on its way.
+        (Op::Delete, Some(row))
+            if born_elsewhere(table, row, change.born, peers) && gone_from_key(table, row, change, peers) =>
+        {
             Decision::of(Action::Skip)
         }
         // An edit or delete of the row its author had at this key, which is
@@ -555,9 +556,18 @@ fn key_cols(table: &Table, row: &RowState) -> Vec<ColState> {
 
 /// The change is about another row than ours that had this integer key:
 /// both births are known and differ.
-/// True when the row `change` is about was made by this peer.
-fn made_here(change: &RowChange, peers: &dyn PeerBook) -> bool {
-    change.born.is_some_and(|born| peers.index_of(born.peer) == Some(peers.self_index()))
+/// True when the row `change` is about, which is not `row`, has left this
+/// key for good: this peer made it, or its maker made `row` after it (a
+/// peer's changes arrive in order, so the old row's delete or move came
+/// first). A change about a row that moved goes where it lives now before
+/// it is decided.
+fn gone_from_key(table: &Table, row: &RowState, change: &RowChange, peers: &dyn PeerBook) -> bool {
+    let Some(theirs) = change.born else { return false };
+    let made_here = peers.index_of(theirs.peer) == Some(peers.self_index());
+    let remade_by_its_maker = birth(table, row)
+        .and_then(|b| b.to_wire(peers))
+        .is_some_and(|ours| ours.peer == theirs.peer && ours.clock > theirs.clock);
+    made_here || remade_by_its_maker
 }
 
 pub fn born_elsewhere(table: &Table, row: &RowState, theirs: Option<Born>, peers: &dyn PeerBook) -> bool {

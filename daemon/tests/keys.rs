@@ -183,6 +183,29 @@ fn a_delete_of_a_row_made_here_and_made_again_since_is_not_left_waiting() {
     }
 }
 
+/// As above, seen from a third peer (seed 1795808691323122276): the delete
+/// waited there too, for a row its maker had made again since.
+#[test]
+fn a_delete_of_a_row_its_maker_made_again_since_is_not_left_waiting_elsewhere() {
+    let hub = Hub::new();
+    let (mut a, mut b, mut c) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"), Peer::new(&hub, "c"));
+    a.exec("INSERT INTO items(id, name, qty) VALUES (7, 'first', 1);");
+    settle(&mut [&mut a, &mut b, &mut c], 1);
+    b.exec("DELETE FROM items WHERE id = 7;");
+    a.exec("DELETE FROM items WHERE id = 7;");
+    a.sync();
+    a.exec("INSERT INTO items(id, name, qty) VALUES (7, 'second', 2);");
+    a.sync();
+    c.sync();
+    b.sync();
+    c.sync();
+    settle(&mut [&mut a, &mut b, &mut c], 2);
+    for p in [&mut a, &mut b, &mut c] {
+        assert_eq!(p.rows("SELECT id, name, qty FROM items"), ["Integer(7)|Text(\"second\")|Integer(2)"], "{}", p.name);
+        assert_eq!(p.engine().state().parked_count().unwrap(), 0, "{}: nothing waits for the first row", p.name);
+    }
+}
+
 #[test]
 fn deleting_a_row_the_peer_already_moved_deletes_it_where_it_lives_now() {
     let hub = Hub::new();
