@@ -554,8 +554,6 @@ fn key_cols(table: &Table, row: &RowState) -> Vec<ColState> {
     crate::state::key_cols(&row.cols, table)
 }
 
-/// The change is about another row than ours that had this integer key:
-/// both births are known and differ.
 /// True when the row `change` is about, which is not `row`, has left this
 /// key for good: this peer made it, or its maker made `row` after it (a
 /// peer's changes arrive in order, so the old row's delete or move came
@@ -570,6 +568,8 @@ fn gone_from_key(table: &Table, row: &RowState, change: &RowChange, peers: &dyn 
     made_here || remade_by_its_maker
 }
 
+/// The change is about another row than ours that had this integer key:
+/// both births are known and differ.
 pub fn born_elsewhere(table: &Table, row: &RowState, theirs: Option<Born>, peers: &dyn PeerBook) -> bool {
     let (Some(theirs), Some(ours)) = (theirs, birth(table, row)) else { return false };
     table.integer_primary_key && ours.is_known() && ours.to_wire(peers) != Some(theirs)
