@@ -183,11 +183,8 @@ impl<'s> RowWriter<'s> {
     }
 
     pub fn put(&mut self, tbl: i64, key: &[u8], row: &RowState) -> Result<()> {
-        let key = self.push_key(key);
-        let cols_from = self.bytes.len();
-        self.layouts.borrow_mut().encode_into(self.conn, &row.cols, &mut self.bytes)?;
         let deleted = row.deleted.map(|v| (v.clock as i64, v.peer));
-        self.push(PendingRow { tbl, key, hash: row.hash as i64, deleted, cols: cols_from..self.bytes.len() })
+        self.push(tbl, key, row.hash, deleted, |layouts, conn, out| layouts.encode_into(conn, &row.cols, out))
     }
 
     /// Puts the state of a row written whole by one change: its columns
@@ -203,20 +200,27 @@ impl<'s> RowWriter<'s> {
         names: &[u64],
         value_hashes: &[u64],
     ) -> Result<()> {
-        let key = self.push_key(key);
-        let cols_from = self.bytes.len();
-        self.layouts.borrow_mut().encode_whole_into(self.conn, names, version, value_hashes, &mut self.bytes)?;
-        self.push(PendingRow { tbl, key, hash: hash as i64, deleted: None, cols: cols_from..self.bytes.len() })
+        self.push(tbl, key, hash, None, |layouts, conn, out| {
+            layouts.encode_whole_into(conn, names, version, value_hashes, out)
+        })
     }
 
-    fn push_key(&mut self, key: &[u8]) -> Range<usize> {
-        let from = self.bytes.len();
+    /// Adds a row whose column states `encode_cols` appends to the
+    /// writer's bytes, and puts the group once it is full.
+    fn push(
+        &mut self,
+        tbl: i64,
+        key: &[u8],
+        hash: u64,
+        deleted: Option<(i64, u32)>,
+        encode_cols: impl FnOnce(&mut Layouts, &Connection, &mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let key_from = self.bytes.len();
         self.bytes.extend_from_slice(key);
-        from..self.bytes.len()
-    }
-
-    fn push(&mut self, row: PendingRow) -> Result<()> {
-        self.pending.push(row);
+        let cols_from = self.bytes.len();
+        encode_cols(&mut self.layouts.borrow_mut(), self.conn, &mut self.bytes)?;
+        let cols = cols_from..self.bytes.len();
+        self.pending.push(PendingRow { tbl, key: key_from..cols_from, hash: hash as i64, deleted, cols });
         if self.pending.len() == ROWS_PER_STATEMENT {
             let put_group = match &mut self.put_group {
                 Some(statement) => statement,
