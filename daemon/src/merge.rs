@@ -285,6 +285,16 @@ pub fn decide(
                 }
             }
         }
+        // An edit of that row is decided against its delete, as it would
+        // have been against its tombstone: it loses, or it wins and its
+        // author publishes the row again whole.
+        (Some(d), None, Op::Columns(_)) => match born_here(change, peers) {
+            Some(born) => {
+                tombstone = tombstone_of(table, born, d);
+                Some(&tombstone)
+            }
+            None => local,
+        },
         _ => local,
     };
     match (op, local) {

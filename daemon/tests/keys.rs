@@ -185,6 +185,43 @@ fn a_delete_of_a_row_its_maker_made_again_since_is_not_left_waiting() {
     }
 }
 
+/// b edits a's row while a deletes it and makes another row with its key;
+/// c has the new row when b's edit arrives. With the delete winning (a
+/// first) the edit goes to the conflict log; with the edit winning (b
+/// first) b publishes its row again. Either way nothing is left waiting.
+#[test]
+fn an_edit_of_a_row_its_maker_made_again_since_is_decided_against_the_delete() {
+    for (priority, expected) in [
+        ("a,b", vec!["Integer(7)|Text(\"second\")|Integer(2)"]),
+        ("b,a", vec!["Integer(7)|Text(\"first\")|Integer(5)", "Integer(8)|Text(\"second\")|Integer(2)"]),
+    ] {
+        let hub = Hub::new();
+        let policy = format!("conflict = \"peer-priority:{priority}\"");
+        let [mut a, mut b, mut c] = ["a", "b", "c"].map(|n| Peer::with(&hub, n, common::SCHEMA, &policy));
+        a.exec("INSERT INTO items(id, name, qty) VALUES (7, 'first', 1);");
+        settle(&mut [&mut a, &mut b, &mut c], 1);
+        a.exec("DELETE FROM items WHERE id = 7;");
+        a.sync();
+        a.exec("INSERT INTO items(id, name, qty) VALUES (7, 'second', 2);");
+        a.sync();
+        c.sync();
+        b.exec("UPDATE items SET qty = 5 WHERE id = 7;");
+        b.sync();
+        c.sync();
+        let kept = c.conflicts();
+        let noted = |k: &syncd::state::Conflict| match priority {
+            "a,b" => k.reason.ends_with("the delete won") && k.loser.as_deref().is_some_and(|l| l.contains("5")),
+            _ => k.reason.ends_with("the edit won"),
+        };
+        assert!(kept.iter().any(noted), "{priority}: c keeps b's edit, or notes that it won: {kept:?}");
+        settle(&mut [&mut a, &mut b, &mut c], 3);
+        for p in [&mut a, &mut b, &mut c] {
+            assert_eq!(p.rows("SELECT id, name, qty FROM items ORDER BY id"), expected, "{priority}: {}", p.name);
+            assert_eq!(p.engine().state().parked_count().unwrap(), 0, "{priority}: {}: nothing waits", p.name);
+        }
+    }
+}
+
 #[test]
 fn deleting_a_row_the_peer_already_moved_deletes_it_where_it_lives_now() {
     let hub = Hub::new();

@@ -623,8 +623,8 @@ impl Applier<'_> {
 
     /// The delete kept by birth ([`crate::state::State::keep_delete`]) of
     /// the row that `change` brings whole (inserted, moved or published
-    /// again), when the state at its key is not that row's: its birth and
-    /// the delete's version.
+    /// again) or edits, when the state at its key is not that row's: its
+    /// birth and the delete's version.
     pub(super) fn kept_delete_for(
         &self,
         table: &Table,
@@ -638,7 +638,7 @@ impl Applier<'_> {
             return Ok(None);
         }
         let born = match (&change.op, change.key.as_slice()) {
-            (Op::Row(_), _) => change.born,
+            (Op::Row(_) | Op::Columns(_), _) => change.born,
             // A row's own insert finds a delete kept only where a tombstone
             // of it was here (the delete came first): not at an unknown key.
             (Op::Insert(_), [made_at]) if local.is_some() => {
