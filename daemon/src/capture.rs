@@ -7,10 +7,13 @@
 //! one read transaction, so it sees one consistent state of it and never
 //! blocks the application's writers (in WAL mode).
 //!
-//! The state's side of the join is read by a helper thread on its own
-//! connection and handed over in chunks: reading the state costs about as
-//! much as reading the user's table, so the two reads overlap instead of
-//! adding up. Only the calling thread writes (the state and the outbox).
+//! Three threads share the work. The state's side of the join is read by a
+//! scanner on its own connection and handed over in chunks: reading the
+//! state costs about as much as reading the user's table, so the two reads
+//! overlap instead of adding up. The calling thread reads the user's table
+//! and joins; what it finds (rows new, changed or gone) goes in order to a
+//! recorder, the only thread that writes (the state and the outbox), so
+//! that recording overlaps the join too.
 
 use crate::batch::{Born, Op, RowChange, TableChanges};
 use crate::config::Policy;
@@ -20,7 +23,6 @@ use crate::schema::{Table, quote_ident};
 use crate::state::{self, ColState, RowState, State, Version};
 use crate::value::{self, Value};
 use rusqlite::Connection;
-use rusqlite::types::ValueRef;
 use std::cmp::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
@@ -32,8 +34,12 @@ pub enum CaptureError {
     Write(#[from] WriteError),
     #[error("the state is damaged: {0}")]
     Damaged(String),
-    #[error("starting the thread that reads the state: {0}")]
+    #[error("starting a capture thread: {0}")]
     Thread(std::io::Error),
+    #[error(
+        "the rows of table {0} are not read in key order, which capture relies on (a database in UTF-16?): convert the database to UTF-8 or exclude the table"
+    )]
+    OutOfOrder(String),
 }
 
 /// What one capture found.
@@ -66,6 +72,7 @@ pub fn capture_tables(
     out: &mut BatchWriter<'_>,
 ) -> Result<CaptureStats, CaptureError> {
     let tbls = tables.iter().map(|t| state.table_id(&t.name)).collect::<Result<Vec<_>, _>>()?;
+    let row_levels: Vec<bool> = tables.iter().map(|t| policy_for(&t.name).is_row_level()).collect();
     std::thread::scope(|scope| {
         let (sender, receiver) = sync_channel(CHUNKS_IN_FLIGHT);
         let tbls_to_scan = &tbls;
@@ -73,69 +80,99 @@ pub fn capture_tables(
             .name("syncd-capture-scan".into())
             .spawn_scoped(scope, move || scan_state(&reader, tbls_to_scan, sender))
             .map_err(CaptureError::Thread)?;
+        let (to_record, found) = sync_channel(FOUND_IN_FLIGHT);
+        let recorder = Recorder { tables, tbls: &tbls, row_levels: &row_levels, self_peer };
+        let recording = std::thread::Builder::new()
+            .name("syncd-capture-record".into())
+            .spawn_scoped(scope, move || recorder.record(state, hlc, out, found))
+            .map_err(CaptureError::Thread)?;
         let mut state_rows = StateRows::new(receiver);
-        let joined = join_tables(user, state, tables, &tbls, &mut state_rows, policy_for, self_peer, hlc, out);
+        let joined = join_tables(user, tables, &mut state_rows, to_record);
         // Stops the scanner early if the join stopped early.
         drop(state_rows);
         let scanned = scanner.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let recorded = recording.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         // A failed scan ended the join's view of the state too soon: what
-        // the join concluded from it must not be committed.
+        // the join concluded from it must not be committed. A recorder that
+        // failed stopped the join, which then only saw it hang up.
         scanned?;
-        joined
+        let stats = recorded?;
+        match joined {
+            Ok(()) => Ok(stats),
+            // Only if SQLite's order differs from the key encoding (a
+            // database in UTF-16, for example).
+            Err(ScanError::OutOfOrder(table)) => Err(CaptureError::OutOfOrder(table)),
+            Err(ScanError::Capture(e)) => Err(e),
+            Err(ScanError::RecorderGone) => Err(CaptureError::Damaged("the capture's recorder stopped".into())),
+        }
     })
 }
 
-/// The merge join of every table with the state's rows from `state_rows`.
-#[allow(clippy::too_many_arguments)] // the inputs of capture_tables, plus the scanned state
+/// The merge join of every table with the state's rows from `state_rows`:
+/// sends what differs to the recorder, in order.
 fn join_tables(
     user: &Connection,
-    state: &mut State,
     tables: &[Table],
-    tbls: &[i64],
     state_rows: &mut StateRows,
-    policy_for: &dyn Fn(&str) -> Policy,
-    self_peer: u32,
-    hlc: &mut Hlc,
-    out: &mut BatchWriter<'_>,
-) -> Result<CaptureStats, CaptureError> {
-    let mut stats = CaptureStats::default();
-    for (table, &tbl) in tables.iter().zip(tbls) {
-        let row_level = policy_for(&table.name).is_row_level();
+    to_record: SyncSender<Vec<Found>>,
+) -> Result<(), ScanError> {
+    let mut found = Findings { to_record, group: Vec::with_capacity(FOUND_GROUP) };
+    for (at, table) in tables.iter().enumerate() {
         state_rows.start_table();
-        let mut scan = TableScan {
-            table,
-            changes: TableChanges {
-                table: table.name.clone(),
-                columns: table.column_names(),
-                key_columns: table.key_names(),
-                has_primary_key: table.has_primary_key,
-                changes: Vec::new(),
-            },
-            tbl,
-            row_level,
-            self_peer,
-            stats: &mut stats,
-        };
-        match scan.run_streaming(user, state, state_rows, hlc, out) {
-            Err(ScanError::OutOfOrder) => {
-                // Only if SQLite's order differs from the key encoding (a
-                // database in UTF-16, for example): sort in memory instead.
-                tracing::debug!(table = %table.name, "rows not in key order; capturing sorted in memory");
-                return Err(CaptureError::Damaged(format!(
-                    "table {} is not scanned in key order; capture restarts sorted in memory",
-                    table.name
-                )));
-            }
-            Err(ScanError::Capture(e)) => return Err(e),
-            Ok(()) => {}
-        }
+        found.push(Found::Table(at))?;
+        join_table(user, table, state_rows, &mut found)?;
     }
-    Ok(stats)
+    found.send()
 }
 
+/// What the join found, grouped for the recorder.
+struct Findings {
+    to_record: SyncSender<Vec<Found>>,
+    group: Vec<Found>,
+}
+
+impl Findings {
+    fn push(&mut self, found: Found) -> Result<(), ScanError> {
+        self.group.push(found);
+        if self.group.len() < FOUND_GROUP {
+            return Ok(());
+        }
+        self.send()
+    }
+
+    fn send(&mut self) -> Result<(), ScanError> {
+        let group = std::mem::replace(&mut self.group, Vec::with_capacity(FOUND_GROUP));
+        self.to_record.send(group).map_err(|_| ScanError::RecorderGone)
+    }
+}
+
+/// One thing the join found, for the recorder.
+enum Found {
+    /// The rows of `tables[i]` follow.
+    Table(usize),
+    /// A row that is new, or whose hash differs from the state's; the state
+    /// has nothing at its key, a live row, or a tombstone.
+    Row { key: Vec<u8>, values: Vec<Value>, value_hashes: Vec<u64>, row_hash: u64, state_has: StateHas },
+    /// A live row of the state that is no longer in the table.
+    Gone { key: Vec<u8> },
+}
+
+#[derive(Clone, Copy)]
+enum StateHas {
+    Nothing,
+    Row,
+    Tombstone,
+}
+
+/// Groups of findings queued for the recorder at most, and their size.
+const FOUND_IN_FLIGHT: usize = 8;
+const FOUND_GROUP: usize = 256;
+
 enum ScanError {
-    OutOfOrder,
+    /// The table's rows did not come in key order (named).
+    OutOfOrder(String),
     Capture(CaptureError),
+    RecorderGone,
 }
 
 impl<E: Into<CaptureError>> From<E> for ScanError {
@@ -144,7 +181,171 @@ impl<E: Into<CaptureError>> From<E> for ScanError {
     }
 }
 
-struct TableScan<'t, 's> {
+/// Joins one table's rows, read in key order, with the state's.
+fn join_table(
+    user: &Connection,
+    table: &Table,
+    state_rows: &mut StateRows,
+    found: &mut Findings,
+) -> Result<(), ScanError> {
+    let sql =
+        format!("SELECT {} FROM main.{} ORDER BY {}", table.select_list(), quote_ident(&table.name), table.key_order());
+    let mut user_stmt = user.prepare(&sql)?;
+    let mut user_rows = user_stmt.query([])?;
+    // Nearly every row is unchanged: the loop allocates nothing for them.
+    let ncols = table.columns.len();
+    let mut key = Vec::new();
+    let mut previous_key = Vec::new();
+    let mut has_previous = false;
+    let mut value_hashes = vec![0u64; ncols];
+    // Key columns in column order (the usual case) are encoded in the pass
+    // that hashes the values: each value is read once.
+    let is_key_in_column_order = table.key.is_sorted();
+    let gone = |key: &[u8]| Found::Gone { key: key.to_vec() };
+    while let Some(row) = user_rows.next()? {
+        key.clear();
+        let mut key_columns = table.key.iter().peekable();
+        for (i, h) in value_hashes.iter_mut().enumerate() {
+            let v = row.get_ref(i)?;
+            *h = value::hash_value(v);
+            if is_key_in_column_order && key_columns.next_if_eq(&&i).is_some() {
+                value::encode_key_value(v, &mut key);
+            }
+        }
+        if !is_key_in_column_order {
+            for &i in &table.key {
+                value::encode_key_value(row.get_ref(i)?, &mut key);
+            }
+        }
+        if has_previous {
+            match previous_key.as_slice().cmp(&key) {
+                Ordering::Less => {}
+                // A table without a primary key may hold the same row twice;
+                // as a set it is one row.
+                Ordering::Equal if !table.has_primary_key => continue,
+                _ => return Err(ScanError::OutOfOrder(table.name.clone())),
+            }
+        }
+        let mut matched = None;
+        while let Some((state_key, hash, deleted)) = state_rows.current() {
+            match state_key.cmp(&key) {
+                Ordering::Less => {
+                    if !deleted {
+                        found.push(gone(state_key))?;
+                    }
+                    state_rows.advance();
+                }
+                Ordering::Equal => {
+                    matched = Some((hash, deleted));
+                    state_rows.advance();
+                    break;
+                }
+                Ordering::Greater => break,
+            }
+        }
+        let row_hash = value::hash_row(table.hash_order.iter().map(|&(i, n)| (n, value_hashes[i])));
+        let state_has = match matched {
+            Some((hash, false)) if hash == row_hash => None,
+            Some((_, false)) => Some(StateHas::Row),
+            Some((_, true)) => Some(StateHas::Tombstone),
+            None => Some(StateHas::Nothing),
+        };
+        if let Some(state_has) = state_has {
+            let values = (0..ncols).map(|i| row.get_ref(i).map(Value::from_ref)).collect::<rusqlite::Result<_>>()?;
+            found.push(Found::Row {
+                key: key.clone(),
+                values,
+                value_hashes: value_hashes.clone(),
+                row_hash,
+                state_has,
+            })?;
+        }
+        std::mem::swap(&mut key, &mut previous_key);
+        has_previous = true;
+    }
+    while let Some((state_key, _, deleted)) = state_rows.current() {
+        if !deleted {
+            found.push(gone(state_key))?;
+        }
+        state_rows.advance();
+    }
+    Ok(())
+}
+
+/// The recording thread's view of the capture: what it needs to turn
+/// findings into state rows and changes.
+struct Recorder<'a> {
+    tables: &'a [Table],
+    tbls: &'a [i64],
+    /// Per table: its policy compares whole rows.
+    row_levels: &'a [bool],
+    self_peer: u32,
+}
+
+impl Recorder<'_> {
+    /// Records every finding, in order, until the join hangs up.
+    fn record(
+        self,
+        state: &mut State,
+        hlc: &mut Hlc,
+        out: &mut BatchWriter<'_>,
+        found: Receiver<Vec<Found>>,
+    ) -> Result<CaptureStats, CaptureError> {
+        let mut stats = CaptureStats::default();
+        let mut table = None;
+        for group in found {
+            for finding in group {
+                match finding {
+                    Found::Table(at) => {
+                        table = Some(TableRecord {
+                            table: &self.tables[at],
+                            changes: changes_header(&self.tables[at]),
+                            tbl: self.tbls[at],
+                            row_level: self.row_levels[at],
+                            self_peer: self.self_peer,
+                            stats: &mut stats,
+                        });
+                    }
+                    Found::Row { key, values, value_hashes, row_hash, state_has } => {
+                        let t = table.as_mut().ok_or_else(found_before_table)?;
+                        let known = match state_has {
+                            StateHas::Row => Some(KnownRow { cols: state.cols_of_row(t.tbl, &key)? }),
+                            StateHas::Tombstone => {
+                                t.keep_delete_of_tombstone(state, &key)?;
+                                None
+                            }
+                            StateHas::Nothing => None,
+                        };
+                        t.visit_row(state, &key, values, &value_hashes, row_hash, known, hlc, out)?;
+                    }
+                    Found::Gone { key } => {
+                        table.as_mut().ok_or_else(found_before_table)?.emit_delete(state, &key, hlc, out)?;
+                    }
+                }
+            }
+        }
+        drop(table);
+        Ok(stats)
+    }
+}
+
+fn found_before_table() -> CaptureError {
+    CaptureError::Damaged("the capture found a row before its table".into())
+}
+
+/// The header of the changes captured in `table`.
+fn changes_header(table: &Table) -> TableChanges {
+    TableChanges {
+        table: table.name.clone(),
+        columns: table.column_names(),
+        key_columns: table.key_names(),
+        has_primary_key: table.has_primary_key,
+        changes: Vec::new(),
+    }
+}
+
+/// Records the rows of one table that the join found.
+struct TableRecord<'t, 's> {
     table: &'t Table,
     changes: TableChanges,
     tbl: i64,
@@ -158,99 +359,7 @@ struct KnownRow {
     cols: Vec<u8>,
 }
 
-impl TableScan<'_, '_> {
-    fn run_streaming(
-        &mut self,
-        user: &Connection,
-        state: &State,
-        state_rows: &mut StateRows,
-        hlc: &mut Hlc,
-        out: &mut BatchWriter<'_>,
-    ) -> Result<(), ScanError> {
-        let sql = format!(
-            "SELECT {} FROM main.{} ORDER BY {}",
-            self.table.select_list(),
-            quote_ident(&self.table.name),
-            self.table.key_order()
-        );
-        let mut user_stmt = user.prepare(&sql)?;
-        let mut user_rows = user_stmt.query([])?;
-        // Nearly every row is unchanged: the loop allocates nothing for them.
-        let ncols = self.table.columns.len();
-        let mut key = Vec::new();
-        let mut previous_key = Vec::new();
-        let mut has_previous = false;
-        let mut value_hashes = vec![0u64; ncols];
-        // Key columns in column order (the usual case) are encoded in the
-        // pass that hashes the values: each value is read once.
-        let is_key_in_column_order = self.table.key.is_sorted();
-        while let Some(row) = user_rows.next()? {
-            key.clear();
-            let mut key_columns = self.table.key.iter().peekable();
-            for (i, h) in value_hashes.iter_mut().enumerate() {
-                let v = row.get_ref(i)?;
-                *h = value::hash_value(v);
-                if is_key_in_column_order && key_columns.next_if_eq(&&i).is_some() {
-                    value::encode_key_value(v, &mut key);
-                }
-            }
-            if !is_key_in_column_order {
-                for &i in &self.table.key {
-                    value::encode_key_value(row.get_ref(i)?, &mut key);
-                }
-            }
-            if has_previous {
-                match previous_key.as_slice().cmp(&key) {
-                    Ordering::Less => {}
-                    // A table without a primary key may hold the same row
-                    // twice; as a set it is one row.
-                    Ordering::Equal if !self.table.has_primary_key => continue,
-                    _ => return Err(ScanError::OutOfOrder),
-                }
-            }
-            let mut matched = None;
-            while let Some((state_key, hash, deleted)) = state_rows.current() {
-                match state_key.cmp(&key) {
-                    Ordering::Less => {
-                        if !deleted {
-                            self.emit_delete(state, state_key, hlc, out)?;
-                        }
-                        state_rows.advance();
-                    }
-                    Ordering::Equal => {
-                        matched = Some((hash, deleted));
-                        state_rows.advance();
-                        break;
-                    }
-                    Ordering::Greater => break,
-                }
-            }
-            let row_hash = value::hash_row(self.table.hash_order.iter().map(|&(i, n)| (n, value_hashes[i])));
-            let is_unchanged = matches!(matched, Some((hash, false)) if hash == row_hash);
-            if !is_unchanged {
-                let known = match matched {
-                    Some((_, false)) => Some(KnownRow { cols: state.cols_of_row(self.tbl, &key)? }),
-                    Some((_, true)) => {
-                        self.keep_delete_of_tombstone(state, &key)?;
-                        None
-                    }
-                    None => None,
-                };
-                let values = (0..ncols).map(|i| row.get_ref(i)).collect::<rusqlite::Result<Vec<_>>>()?;
-                self.visit_row(state, &key, &values, &value_hashes, row_hash, known, hlc, out)?;
-            }
-            std::mem::swap(&mut key, &mut previous_key);
-            has_previous = true;
-        }
-        while let Some((state_key, _, deleted)) = state_rows.current() {
-            if !deleted {
-                self.emit_delete(state, state_key, hlc, out)?;
-            }
-            state_rows.advance();
-        }
-        Ok(())
-    }
-
+impl TableRecord<'_, '_> {
     /// Records and publishes a row that is new (`known` is `None`) or whose
     /// hash differs from the state's.
     #[allow(clippy::too_many_arguments)] // the row as the scan already decoded it
@@ -258,7 +367,7 @@ impl TableScan<'_, '_> {
         &mut self,
         state: &State,
         key: &[u8],
-        values: &[ValueRef<'_>],
+        mut values: Vec<Value>,
         value_hashes: &[u64],
         row_hash: u64,
         known: Option<KnownRow>,
@@ -269,15 +378,19 @@ impl TableScan<'_, '_> {
         let version = Version { clock, peer: self.self_peer };
         let mut new_state = RowState { hash: row_hash, deleted: None, cols: Vec::with_capacity(values.len()) };
         let mut born = None;
+        let key_values = self.table.key.iter().map(|&i| values[i].clone()).collect();
         let op = match known {
             None => {
                 for &(i, name_hash) in &self.table.hash_order {
-                    let value_hash =
-                        if self.table.key.contains(&i) { self.table.birth_key(values[i]) } else { value_hashes[i] };
+                    let value_hash = if self.table.key.contains(&i) {
+                        self.table.birth_key(values[i].as_ref())
+                    } else {
+                        value_hashes[i]
+                    };
                     new_state.cols.push(ColState { name_hash, value_hash, version });
                 }
                 self.stats.inserts += 1;
-                Op::Insert(values.iter().map(|v| Value::from_ref(*v)).collect())
+                Op::Insert(values)
             }
             Some(k) => {
                 let old = state.decode_cols(&k.cols)?;
@@ -293,7 +406,7 @@ impl TableScan<'_, '_> {
                         Some(c) if self.table.key.contains(&i) => *c,
                         Some(c) if c.value_hash == value_hashes[i] => *c,
                         _ if self.table.key.contains(&i) => {
-                            let value_hash = self.table.birth_key(values[i]);
+                            let value_hash = self.table.birth_key(values[i].as_ref());
                             ColState { name_hash, value_hash, version: Version::default() }
                         }
                         _ => {
@@ -320,15 +433,19 @@ impl TableScan<'_, '_> {
                     for c in new_state.cols.iter_mut().filter(|c| !key_names.contains(&c.name_hash)) {
                         c.version = version;
                     }
-                    Op::Row(values.iter().map(|v| Value::from_ref(*v)).collect())
+                    Op::Row(values)
                 } else {
                     changed.sort_unstable();
-                    Op::Columns(changed.into_iter().map(|i| (i as u32, Value::from_ref(values[i]))).collect())
+                    Op::Columns(
+                        changed
+                            .into_iter()
+                            .map(|i| (i as u32, std::mem::replace(&mut values[i], Value::Null)))
+                            .collect(),
+                    )
                 }
             }
         };
         state.put_row(self.tbl, key, &new_state)?;
-        let key_values = self.table.key.iter().map(|&i| Value::from_ref(values[i])).collect();
         self.push(state, RowChange { key: key_values, op, born }, out)
     }
 

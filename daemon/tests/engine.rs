@@ -519,3 +519,28 @@ fn a_cycle_that_writes_the_state_has_its_wal_copied_into_the_state_file() {
     // Still open: the engine did not close its way to the copy.
     assert_eq!(a.sync().captured, 0);
 }
+
+/// Text keys of a UTF-16 database come out of SQLite in another order than
+/// capture's key encoding. The cycle fails with an error that says what to
+/// do, and what capture recorded of the tables before it (`notes`) is
+/// rolled back with it: nothing in the state, the outbox or the hub.
+#[test]
+fn a_table_whose_rows_do_not_come_in_key_order_fails_the_capture_and_nothing_is_kept() {
+    let hub = Hub::new();
+    let mut p = Peer::with(
+        &hub,
+        "a",
+        "PRAGMA encoding = 'UTF-16le';
+         CREATE TABLE notes(id INTEGER PRIMARY KEY, body TEXT);
+         INSERT INTO notes VALUES (1, 'kept for later');
+         CREATE TABLE words(w TEXT PRIMARY KEY, n INTEGER);
+         INSERT INTO words VALUES ('\u{ff}', 1), ('\u{100}', 2);",
+        "",
+    );
+    let err = p.engine().run_cycle().unwrap_err().to_string();
+    assert!(err.contains("table words") && err.contains("UTF-8"), "{err}");
+    let state = p.engine().state();
+    assert!(!state.has_any_rows().unwrap(), "the rows of notes were rolled back");
+    assert_eq!(state.outbox_size().unwrap().0, 0);
+    assert!(hub.batches().is_empty());
+}
