@@ -30,6 +30,7 @@ mod backup;
 mod conflicts;
 mod join;
 mod read_ahead;
+mod wal_flush;
 pub use backup::CleanupOutcome;
 
 #[derive(Debug, thiserror::Error)]
@@ -433,6 +434,9 @@ impl Engine {
         let config = self.config.clone();
         let policy_for = move |t: &str| config.policy_for(t);
         self.user.execute_batch("BEGIN")?;
+        // Changing 1% of a large table's rows rewrites most of the state's
+        // pages: its commit finds them mostly on disk.
+        let _flush = wal_flush::WalFlush::start(&[&self.state_path]);
         let author = self.author.clone();
         let hlc_before = self.hlc.clone();
         let result = self.state.transaction(|state| -> Result<u64, CaptureError> {
@@ -557,6 +561,8 @@ impl Engine {
         let mut blocked = false;
         // The next batch is read and decoded while this one applies.
         let mut reader = read_ahead::ReadAhead::start(self.hub.clone(), &self.config.name, peer);
+        // The commits of the catch-up find their WALs mostly on disk.
+        let _flush = (!entries.is_empty()).then(|| wal_flush::WalFlush::start(&[&self.config.path, &self.state_path]));
         let mut unchecked_rows = 0;
         let mut entries = entries.into_iter().peekable();
         while let Some(entry) = entries.next() {
