@@ -328,6 +328,9 @@ enum Record {
     /// Not carried out yet: it needs a UNIQUE value that a row changed
     /// further on in the chunk holds now. Tried again after the chunk.
     Deferred,
+    /// Keep the delete of the row born so, which is not here (see
+    /// [`Action::KeepDelete`]): (birth, (clock, peer id)).
+    KeepDelete(Born, (u64, u128)),
 }
 
 impl<'a> Applier<'a> {
@@ -582,7 +585,7 @@ impl<'a> Applier<'a> {
             read_column(user, table, at, i)
         };
         let kept_delete = self.kept_delete_for(table, tbl, change_ref, local.as_ref(), remote, peers)?;
-        let decision = merge::decide(
+        let mut decision = merge::decide(
             table,
             table_changes,
             columns,
@@ -594,6 +597,15 @@ impl<'a> Applier<'a> {
             &mut local_value,
             kept_delete.map(|(_, d)| d),
         );
+        // A delete of a row held out of this key for an older one: its
+        // maker deleted it before it learnt of the older row, so it never
+        // moves. The delete is kept for it rather than left waiting.
+        if let (Op::Delete, Action::Park(ParkReason::RowMissing), Some(born)) =
+            (&change_ref.op, &decision.action, change_ref.born)
+            && self.state.holds_out_for_its_key(tbl, born)?
+        {
+            decision = Decision { action: Action::KeepDelete, new_state: None, conflicts: Vec::new() };
+        }
         let kept_delete = kept_delete.map(|(born, _)| born);
         Ok(Planned { table: table_changes, change, tbl, key, local, from, decision, kept_delete })
     }
@@ -809,6 +821,12 @@ impl<'a> Applier<'a> {
                 outcome.record = Record::Put(p.decision.new_state.clone().expect("record has a state"))
             }
             Action::KeepAndRepublish => outcome.record = Record::Republish(to_publish_whole(table, p.local.as_ref())),
+            Action::KeepDelete => {
+                let by = Born::peer_number(peers.peer_id(remote.author));
+                if let (Some(born), Some(by)) = (p.change.born, by) {
+                    outcome.record = Record::KeepDelete(born, (remote.body.clock, by));
+                }
+            }
             Action::Park(r) => {
                 outcome.record = match r {
                     ParkReason::SchemaMismatch => park(*r, format!("table {}: key columns differ here", table.name)),
@@ -969,6 +987,7 @@ fn record(
             rows.put(o.tbl, &o.key, row)?;
             stats.needs_capture = true;
         }
+        Record::KeepDelete(born, deleted) => s.keep_delete(o.tbl, *born, *deleted)?,
         Record::Park { table, reason, detail } => {
             let parked = ParkedChange {
                 author_id: author_id.to_string(),

@@ -854,6 +854,23 @@ impl State {
             .execute(params![tbl, born.clock as i64, format!("{:032x}", born.peer), key, crate::merge::KEY_COLLISION])
     }
 
+    /// True when the conflict log holds the row born `born` out of its key
+    /// for an older row, until it moves (what [`Self::forget_key_collision`]
+    /// forgets).
+    pub fn holds_out_for_its_key(&self, tbl: i64, born: crate::batch::Born) -> Result<bool> {
+        let key = crate::value::key_text(&[Value::Integer(born.key as i64)]);
+        self.conn
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM conflicts WHERE tbl = (SELECT name FROM tables WHERE id = ?1) \
+                 AND col IS NULL AND loser_clock = ?2 AND loser_peer = ?3 AND key = ?4 \
+                 AND substr(reason, 1, length(?5)) = ?5)",
+            )?
+            .query_row(
+                params![tbl, born.clock as i64, format!("{:032x}", born.peer), key, crate::merge::KEY_COLLISION],
+                |r| r.get(0),
+            )
+    }
+
     /// Where the row born `born` moved to, if it did.
     pub fn moved_to(&self, tbl: i64, born: crate::batch::Born) -> Result<Option<Vec<u8>>> {
         let b = BirthColumns::of(born);
