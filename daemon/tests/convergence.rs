@@ -282,6 +282,56 @@ fn a_row_deleted_last_stays_deleted_when_another_row_held_its_key_meanwhile() {
     run(3, steps, false, Some("321")).unwrap();
 }
 
+/// A case `dense_key_collisions_converge` found in session 9 (500 cases):
+/// row 2 ends with another value on one peer. It fails with the build the
+/// session started from too (with peer ids pinned to "012" or "021"), so
+/// it predates that session's changes; not fixed yet, kept as the
+/// reproducer.
+#[test]
+#[ignore = "known open defect: peers end apart (see the doc comment)"]
+fn dense_key_collisions_found_apart_in_session_9() {
+    use Step::*;
+    let steps = vec![
+        Delete { peer: 1, id: 1 },
+        Write { peer: 0, id: 2, col: 0 },
+        Write { peer: 2, id: 2, col: 1 },
+        Write { peer: 2, id: 1, col: 1 },
+        Write { peer: 1, id: 4, col: 0 },
+        Sync { peer: 1 },
+        Sync { peer: 0 },
+        Write { peer: 0, id: 3, col: 1 },
+        Sync { peer: 2 },
+        Write { peer: 1, id: 4, col: 1 },
+        Delete { peer: 1, id: 3 },
+        Sync { peer: 0 },
+        Sync { peer: 2 },
+        Write { peer: 0, id: 2, col: 0 },
+        Delete { peer: 0, id: 3 },
+        Delete { peer: 0, id: 2 },
+        Sync { peer: 0 },
+        Sync { peer: 2 },
+        Write { peer: 0, id: 4, col: 1 },
+        Sync { peer: 2 },
+        Write { peer: 2, id: 1, col: 1 },
+        Write { peer: 1, id: 2, col: 1 },
+        Write { peer: 1, id: 4, col: 0 },
+        Write { peer: 2, id: 2, col: 1 },
+        Sync { peer: 2 },
+        Sync { peer: 2 },
+        Write { peer: 0, id: 2, col: 0 },
+        Sync { peer: 0 },
+        Write { peer: 1, id: 2, col: 1 },
+        Sync { peer: 0 },
+        Sync { peer: 1 },
+        Write { peer: 2, id: 4, col: 1 },
+        Write { peer: 2, id: 5, col: 1 },
+        Write { peer: 1, id: 4, col: 0 },
+        Sync { peer: 0 },
+        Write { peer: 2, id: 4, col: 0 },
+    ];
+    run(3, steps, false, Some("012")).unwrap();
+}
+
 fn cases() -> u32 {
     std::env::var("SYNCD_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(12)
 }
