@@ -258,6 +258,22 @@ fn put_rows_sql(rows: usize) -> String {
     format!("{}{values}", put_rows_into!())
 }
 
+/// The condition on `conflicts` that picks the entries holding a row out
+/// of its key for an older row ([`crate::merge::KEY_COLLISION`]), bound by
+/// [`key_collision_params`].
+macro_rules! key_collision_of {
+    () => {
+        "tbl = (SELECT name FROM tables WHERE id = ?1) AND col IS NULL \
+         AND loser_clock = ?2 AND loser_peer = ?3 AND key = ?4 AND substr(reason, 1, length(?5)) = ?5"
+    };
+}
+
+/// The parameters of `key_collision_of!` for the row born `born`.
+fn key_collision_params(tbl: i64, born: crate::batch::Born) -> (i64, i64, String, String, &'static str) {
+    let key = crate::value::key_text(&[Value::Integer(born.key as i64)]);
+    (tbl, born.clock as i64, format!("{:032x}", born.peer), key, crate::merge::KEY_COLLISION)
+}
+
 /// A birth as the state's tables keep it by: `born_clock`, `born_peer`
 /// (16 bytes, big-endian) and `born_key`.
 struct BirthColumns {
@@ -845,30 +861,18 @@ impl State {
     /// the row now has a key of its own here, and restoring it would make
     /// it twice.
     pub fn forget_key_collision(&self, tbl: i64, born: crate::batch::Born) -> Result<usize> {
-        let key = crate::value::key_text(&[Value::Integer(born.key as i64)]);
         self.conn
-            .prepare_cached(
-                "DELETE FROM conflicts WHERE tbl = (SELECT name FROM tables WHERE id = ?1) AND col IS NULL \
-                 AND loser_clock = ?2 AND loser_peer = ?3 AND key = ?4 AND substr(reason, 1, length(?5)) = ?5",
-            )?
-            .execute(params![tbl, born.clock as i64, format!("{:032x}", born.peer), key, crate::merge::KEY_COLLISION])
+            .prepare_cached(concat!("DELETE FROM conflicts WHERE ", key_collision_of!()))?
+            .execute(key_collision_params(tbl, born))
     }
 
     /// True when the conflict log holds the row born `born` out of its key
     /// for an older row, until it moves (what [`Self::forget_key_collision`]
     /// forgets).
     pub fn holds_out_for_its_key(&self, tbl: i64, born: crate::batch::Born) -> Result<bool> {
-        let key = crate::value::key_text(&[Value::Integer(born.key as i64)]);
         self.conn
-            .prepare_cached(
-                "SELECT EXISTS(SELECT 1 FROM conflicts WHERE tbl = (SELECT name FROM tables WHERE id = ?1) \
-                 AND col IS NULL AND loser_clock = ?2 AND loser_peer = ?3 AND key = ?4 \
-                 AND substr(reason, 1, length(?5)) = ?5)",
-            )?
-            .query_row(
-                params![tbl, born.clock as i64, format!("{:032x}", born.peer), key, crate::merge::KEY_COLLISION],
-                |r| r.get(0),
-            )
+            .prepare_cached(concat!("SELECT EXISTS(SELECT 1 FROM conflicts WHERE ", key_collision_of!(), ")"))?
+            .query_row(key_collision_params(tbl, born), |r| r.get(0))
     }
 
     /// Where the row born `born` moved to, if it did.
