@@ -598,11 +598,11 @@ impl<'a> Applier<'a> {
             kept_delete.map(|(_, d)| d),
         );
         // A delete of a row held out of this key for an older one: its
-        // maker deleted it before it learnt of the older row, so it never
-        // moves. The delete is kept for it rather than left waiting.
+        // maker deleted it before the older row made it move, so it never
+        // arrives here. The delete is kept for it rather than left waiting.
         if let (Op::Delete, Action::Park(ParkReason::RowMissing), Some(born)) =
             (&change_ref.op, &decision.action, change_ref.born)
-            && self.state.holds_out_for_its_key(tbl, born)?
+            && self.held_out_of_its_key(table, tbl, born)?
         {
             decision = Decision { action: Action::KeepDelete, new_state: None, conflicts: Vec::new() };
         }

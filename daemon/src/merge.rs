@@ -625,13 +625,17 @@ fn is_key_collision(
         .any(|(_, name_hash, v)| row.col(*name_hash).is_none_or(|c| c.value_hash != value::hash_value(v.as_ref())))
 }
 
-/// A younger row arrives at the integer key of a live row here whose every
-/// version its author had seen: so at the author our row was gone from the
-/// key (deleted or moved), and this is a row made after, not a collision.
-/// Taking the key before the delete or move arrives would lose our row to
-/// its concurrent edits; treating it as a collision would keep it out for
-/// good, since its author will never move it. (An older row is a collision
-/// all the same: its author may have seen ours only waiting for the key.)
+/// A younger row arrives at the integer key of a live row here whose
+/// insert its author had seen: so at the author our row was gone from the
+/// key (deleted or moved), or waited for it behind the author's row, which
+/// then moves when it meets ours. Either way news is on its way: the
+/// younger row waits for the key. Taking the key before the delete or move
+/// arrives would lose our row to its concurrent edits; treating it as a
+/// collision would keep it out for good when the key comes free, since its
+/// author saw it free and never moves it, even where edits made here that
+/// the author had not seen lose to the delete. (An older row is a
+/// collision all the same: its author may have seen ours only waiting for
+/// the key.)
 fn saw_our_row_go(
     table: &Table,
     row: &RowState,
@@ -645,7 +649,7 @@ fn saw_our_row_go(
         && ours.is_known()
         && theirs.is_known()
         && ours.cmp(&theirs, peers) == Ordering::Less
-        && row.cols.iter().all(|c| seen(c.version))
+        && seen(ours.version)
 }
 
 /// The reason of a conflict entry that keeps a row younger than another

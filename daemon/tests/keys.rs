@@ -254,6 +254,64 @@ fn a_delete_of_a_row_that_never_took_its_key_here_is_not_left_waiting() {
     }
 }
 
+/// b makes a row 7 of its own after a's delete of a's row 7 reached it.
+/// c had edited a's row meanwhile, and gets b's row before a's delete:
+/// the key is taken at c and b's row is younger, yet b never moves it
+/// unless a's row comes back (b saw the key free). So c keeps b's row
+/// waiting for the key, not in the conflict log for a move:
+/// - the delete wins at c: b's row takes the key, as everywhere else
+///   (`convergence_faults` seed 2894635215316482540 under load);
+/// - c's edit wins: c publishes a's row again, and b moves its row off
+///   the key when it meets it;
+/// - c's edit wins, but b deleted its row first: the delete is kept for
+///   the row still waiting at c, and nothing is left waiting.
+#[test]
+fn a_row_made_where_an_edited_row_was_deleted_waits_for_the_key_not_for_a_move() {
+    for (priority, b_deletes, expected) in [
+        ("a,c", false, vec!["Integer(7)|Text(\"second\")|Integer(2)"]),
+        ("c,a", false, vec!["Integer(7)|Text(\"first\")|Integer(5)", "Integer(8)|Text(\"second\")|Integer(2)"]),
+        ("c,a", true, vec!["Integer(7)|Text(\"first\")|Integer(5)"]),
+    ] {
+        let case = format!("{priority}, b deletes: {b_deletes}");
+        let hub = Hub::new();
+        let policy = format!("conflict = \"peer-priority:{priority}\"");
+        let [mut a, mut b, mut c] = ["a", "b", "c"].map(|n| Peer::with(&hub, n, common::SCHEMA, &policy));
+        // b's folder is merged before a's: c meets b's row before a's delete.
+        a.pin_peer_id('2');
+        b.pin_peer_id('1');
+        c.pin_peer_id('3');
+        a.exec("INSERT INTO items(id, name, qty) VALUES (7, 'first', 1);");
+        settle(&mut [&mut a, &mut b, &mut c], 2);
+        // c's edit reaches neither a nor b before they act.
+        c.exec("UPDATE items SET qty = 5 WHERE id = 7;");
+        c.sync();
+        let c_folder = hub.dir.path().join("main").join("3".repeat(32));
+        let aside = hub.dir.path().join("aside");
+        std::fs::rename(&c_folder, &aside).unwrap();
+        a.exec("DELETE FROM items WHERE id = 7;");
+        a.sync();
+        b.sync();
+        b.exec("INSERT INTO items(id, name, qty) VALUES (7, 'second', 2);");
+        b.sync();
+        if b_deletes {
+            b.exec("DELETE FROM items WHERE id = 7;");
+            b.sync();
+        }
+        std::fs::rename(&aside, &c_folder).unwrap();
+        c.sync();
+        let lost = c.conflicts();
+        assert!(
+            lost.iter().all(|k| !k.reason.starts_with(syncd::merge::KEY_COLLISION)),
+            "{case}: c does not wait for a move: {lost:?}"
+        );
+        settle(&mut [&mut a, &mut b, &mut c], 3);
+        for p in [&mut a, &mut b, &mut c] {
+            assert_eq!(p.rows("SELECT id, name, qty FROM items ORDER BY id"), expected, "{case}: {}", p.name);
+            assert_eq!(p.engine().state().parked_count().unwrap(), 0, "{case}: {}: nothing waits", p.name);
+        }
+    }
+}
+
 #[test]
 fn deleting_a_row_the_peer_already_moved_deletes_it_where_it_lives_now() {
     let hub = Hub::new();

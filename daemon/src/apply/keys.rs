@@ -243,6 +243,28 @@ impl Applier<'_> {
         Ok(false)
     }
 
+    /// Whether the row born `born` is kept out of its key here for an older
+    /// row: in the conflict log until it moves, or its insert parked until
+    /// the older row goes.
+    pub(super) fn held_out_of_its_key(&self, table: &Table, tbl: i64, born: Born) -> Result<bool, ApplyError> {
+        if self.state.holds_out_for_its_key(tbl, born)? {
+            return Ok(true);
+        }
+        for parked in self.state.parked()?.into_iter().filter(|p| p.table == table.name) {
+            let Ok(change) = syncd_proto::decode::<ParkedChange>(&parked.change) else { continue };
+            let born_here = |c: &RowChange| match (&c.op, c.key.as_slice()) {
+                (Op::Insert(_), [made_at]) => {
+                    Born::of(change.clock, &change.author_id, table.birth_key(made_at.as_ref())) == Some(born)
+                }
+                _ => false,
+            };
+            if change.table.changes.iter().any(born_here) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Changes that each wait for a value another one of them holds: one
     /// row's values are set aside (NULL, else a placeholder of the same
     /// type), the others take theirs, then it takes its own, as on the
