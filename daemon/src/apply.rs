@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 mod fresh;
 mod keys;
 use fresh::FreshInserts;
-use keys::replaced_delete;
+use keys::{birth_place, delete_by_birth, replaced_delete};
 
 /// A write transaction on the user's database lasts about this long at most,
 /// so the application that owns it is never blocked for long.
@@ -281,6 +281,10 @@ struct Outcome {
     /// A row whose delete was kept by birth, back here: the delete is
     /// forgotten once the row is put.
     revived: Option<Born>,
+    /// The delete (birth, clock and peer) of a row that is not at this key
+    /// here, kept by the row's birth: the row may still arrive, at this key
+    /// or at another one.
+    keeps_delete: Option<(Born, (u64, u128))>,
 }
 
 impl Outcome {
@@ -311,6 +315,7 @@ impl Outcome {
             vacated_elsewhere: Vec::new(),
             replaced_delete: None,
             revived: p.kept_delete,
+            keeps_delete: None,
         }
     }
 }
@@ -328,9 +333,6 @@ enum Record {
     /// Not carried out yet: it needs a UNIQUE value that a row changed
     /// further on in the chunk holds now. Tried again after the chunk.
     Deferred,
-    /// Keep the delete of the row born so, which is not here (see
-    /// [`Action::KeepDelete`]): (birth, (clock, peer id)).
-    KeepDelete(Born, (u64, u128)),
 }
 
 impl<'a> Applier<'a> {
@@ -818,15 +820,17 @@ impl<'a> Applier<'a> {
         match &p.decision.action {
             Action::Skip => {}
             Action::RecordOnly => {
-                outcome.record = Record::Put(p.decision.new_state.clone().expect("record has a state"))
-            }
-            Action::KeepAndRepublish => outcome.record = Record::Republish(to_publish_whole(table, p.local.as_ref())),
-            Action::KeepDelete => {
-                let by = Born::peer_number(peers.peer_id(remote.author));
-                if let (Some(born), Some(by)) = (p.change.born, by) {
-                    outcome.record = Record::KeepDelete(born, (remote.body.clock, by));
+                outcome.record = Record::Put(p.decision.new_state.clone().expect("record has a state"));
+                // A delete that came before its row, made where the row
+                // had moved to: the row's insert arrives at its first key.
+                if let (Op::Delete, Some(born), true) = (&p.change.op, p.change.born, table.integer_primary_key)
+                    && birth_place(born) != p.key
+                {
+                    outcome.keeps_delete = delete_by_birth(born, remote, peers);
                 }
             }
+            Action::KeepAndRepublish => outcome.record = Record::Republish(to_publish_whole(table, p.local.as_ref())),
+            Action::KeepDelete => outcome.keeps_delete = p.change.born.and_then(|b| delete_by_birth(b, remote, peers)),
             Action::Park(r) => {
                 outcome.record = match r {
                     ParkReason::SchemaMismatch => park(*r, format!("table {}: key columns differ here", table.name)),
@@ -965,6 +969,9 @@ fn record(
         }
     }
     stats.needs_capture |= o.side_effects;
+    if let Some((born, deleted)) = o.keeps_delete {
+        s.keep_delete(o.tbl, born, deleted)?;
+    }
     match &o.record {
         // Deferred changes are carried out again before they are recorded.
         Record::Nothing | Record::Deferred => {}
@@ -987,7 +994,6 @@ fn record(
             rows.put(o.tbl, &o.key, row)?;
             stats.needs_capture = true;
         }
-        Record::KeepDelete(born, deleted) => s.keep_delete(o.tbl, *born, *deleted)?,
         Record::Park { table, reason, detail } => {
             let parked = ParkedChange {
                 author_id: author_id.to_string(),

@@ -92,11 +92,12 @@ pub enum Action {
     MoveLocalAndInsert {
         columns: Vec<(usize, Value)>,
     },
-    /// The delete of a row held out of this key for an older one until it
-    /// moves (see [`KEY_COLLISION`]): kept by the row's birth
-    /// ([`crate::state::State::keep_delete`]), it decides if the move
-    /// comes. Nothing is written. Set by the applier, which knows what the
-    /// conflict log holds.
+    /// The delete of a row held out of this key for an older one (in the
+    /// conflict log until it moves, see [`KEY_COLLISION`], or its insert
+    /// parked until the older row goes): kept by the row's birth
+    /// ([`crate::state::State::keep_delete`]), it decides if the row comes.
+    /// Nothing is written. Set by the applier, which knows what the
+    /// conflict log and the parked list hold.
     KeepDelete,
     /// Cannot be applied now; kept with the reason and retried.
     Park(ParkReason),

@@ -374,8 +374,7 @@ impl Applier<'_> {
         let (Op::Row(_), Some(born), true) = (&change.op, change.born, table.integer_primary_key) else {
             return Ok(None);
         };
-        let birth_place = value::encode_key([rusqlite::types::ValueRef::Integer(born.key as i64)]);
-        let old = self.state.moved_to(tbl, born)?.unwrap_or(birth_place);
+        let old = self.state.moved_to(tbl, born)?.unwrap_or_else(|| birth_place(born));
         if old == key {
             return Ok(None);
         }
@@ -661,9 +660,10 @@ impl Applier<'_> {
         }
         let born = match (&change.op, change.key.as_slice()) {
             (Op::Row(_) | Op::Columns(_), _) => change.born,
-            // A row's own insert finds a delete kept only where a tombstone
-            // of it was here (the delete came first): not at an unknown key.
-            (Op::Insert(_), [made_at]) if local.is_some() => {
+            // A row's own insert finds a delete kept where a tombstone of
+            // it was here (the delete came first), or where the delete came
+            // first from a peer that had the row at another key.
+            (Op::Insert(_), [made_at]) => {
                 Born::of(remote.body.clock, peers.peer_id(remote.author), table.birth_key(made_at.as_ref()))
             }
             _ => None,
@@ -745,4 +745,16 @@ fn clash_conflict(
 pub(super) fn replaced_delete(table: &Table, p: &Planned<'_>, peers: &Peers) -> Option<(Born, (u64, u128))> {
     let (gone, deleted) = merge::delete_replaced(table, p.local.as_ref(), p.decision.new_state.as_ref())?;
     Some((gone.to_wire(peers)?, (deleted.clock, Born::peer_number(peers.peer_id(deleted.peer))?)))
+}
+
+/// The key a row was made with, as the state keeps keys: an integer key's
+/// birth carries it.
+pub(super) fn birth_place(born: Born) -> Vec<u8> {
+    value::encode_key([rusqlite::types::ValueRef::Integer(born.key as i64)])
+}
+
+/// The batch author's delete of the row born `born`, as the state keeps it
+/// by birth: (birth, (clock, peer id)).
+pub(super) fn delete_by_birth(born: Born, remote: &RemoteBatch<'_>, peers: &Peers) -> Option<(Born, (u64, u128))> {
+    Some((born, (remote.body.clock, Born::peer_number(peers.peer_id(remote.author))?)))
 }
