@@ -599,12 +599,13 @@ impl<'a> Applier<'a> {
             &mut local_value,
             kept_delete.map(|(_, d)| d),
         );
-        // A delete of a row held out of this key for an older one: its
+        // A delete of a row held out of this key for an older one (its
         // maker deleted it before the older row made it move, so it never
-        // arrives here. The delete is kept for it rather than left waiting.
+        // arrives here), or deleted here already: the delete is kept for
+        // it rather than left waiting.
         if let (Op::Delete, Action::Park(ParkReason::RowMissing), Some(born)) =
             (&change_ref.op, &decision.action, change_ref.born)
-            && self.held_out_of_its_key(table, tbl, born)?
+            && self.kept_from_its_key(table, tbl, born)?
         {
             decision = Decision { action: Action::KeepDelete, new_state: None, conflicts: Vec::new() };
         }

@@ -94,10 +94,11 @@ pub enum Action {
     },
     /// The delete of a row held out of this key for an older one (in the
     /// conflict log until it moves, see [`KEY_COLLISION`], or its insert
-    /// parked until the older row goes): kept by the row's birth
-    /// ([`crate::state::State::keep_delete`]), it decides if the row comes.
-    /// Nothing is written. Set by the applier, which knows what the
-    /// conflict log and the parked list hold.
+    /// parked until the older row goes), or deleted here already while
+    /// another row took its key: kept by the row's birth
+    /// ([`crate::state::State::keep_delete`], the later of two deletes
+    /// stays), it decides if the row comes. Nothing is written. Set by the
+    /// applier, which knows what the conflict log and the parked list hold.
     KeepDelete,
     /// Cannot be applied now; kept with the reason and retried.
     Park(ParkReason),

@@ -185,6 +185,28 @@ fn a_delete_of_a_row_its_maker_made_again_since_is_not_left_waiting() {
     }
 }
 
+/// b makes row 7; a deletes it and makes another row 7, while b deletes
+/// its row too. b's delete, about a row gone from a's key 7 for good, is
+/// kept by the row's birth with a's (the later of the two stays), not left
+/// waiting for it on a and c (found by `dense_key_collisions_converge`
+/// once it required nothing left parked).
+#[test]
+fn a_second_delete_of_a_row_whose_key_another_row_took_is_not_left_waiting() {
+    let hub = Hub::new();
+    let (mut a, mut b, mut c) = (Peer::new(&hub, "a"), Peer::new(&hub, "b"), Peer::new(&hub, "c"));
+    b.exec("INSERT INTO items(id, name, qty) VALUES (7, 'first', 1);");
+    settle(&mut [&mut b, &mut a, &mut c], 1);
+    a.exec("DELETE FROM items WHERE id = 7;");
+    a.sync();
+    a.exec("INSERT INTO items(id, name, qty) VALUES (7, 'second', 2);");
+    b.exec("DELETE FROM items WHERE id = 7;");
+    settle(&mut [&mut a, &mut b, &mut c], 3);
+    for p in [&mut a, &mut b, &mut c] {
+        assert_eq!(p.rows("SELECT id, name, qty FROM items"), ["Integer(7)|Text(\"second\")|Integer(2)"], "{}", p.name);
+        assert_eq!(p.engine().state().parked_count().unwrap(), 0, "{}: nothing waits for the first row", p.name);
+    }
+}
+
 /// b edits a's row while a deletes it and makes another row with its key;
 /// c has the new row when b's edit arrives. With the delete winning (a
 /// first) the edit goes to the conflict log; with the edit winning (b

@@ -243,11 +243,12 @@ impl Applier<'_> {
         Ok(false)
     }
 
-    /// Whether the row born `born` is kept out of its key here for an older
-    /// row: in the conflict log until it moves, or its insert parked until
-    /// the older row goes.
-    pub(super) fn held_out_of_its_key(&self, table: &Table, tbl: i64, born: Born) -> Result<bool, ApplyError> {
-        if self.state.holds_out_for_its_key(tbl, born)? {
+    /// Whether the row born `born` is kept from its key here: held out for
+    /// an older row (in the conflict log until it moves, or its insert
+    /// parked until the older row goes), or deleted already while another
+    /// row took the key (its delete kept by birth).
+    pub(super) fn kept_from_its_key(&self, table: &Table, tbl: i64, born: Born) -> Result<bool, ApplyError> {
+        if self.state.holds_out_for_its_key(tbl, born)? || self.state.kept_delete(tbl, born)?.is_some() {
             return Ok(true);
         }
         for parked in self.state.parked()?.into_iter().filter(|p| p.table == table.name) {
