@@ -98,7 +98,8 @@ pub enum Action {
     /// another row took its key: kept by the row's birth
     /// ([`crate::state::State::keep_delete`], the later of two deletes
     /// stays), it decides if the row comes. Nothing is written. Set by the
-    /// applier, which knows what the conflict log and the parked list hold.
+    /// applier, which knows what the conflict log and the parked list hold,
+    /// and for a delete older than the tombstone of no known row at its key.
     KeepDelete,
     /// Cannot be applied now; kept with the reason and retried.
     Park(ParkReason),
@@ -344,6 +345,28 @@ pub fn decide(
                 && birth(table, row) == remote_born =>
         {
             Decision::of(Action::Skip)
+        }
+        // A delete that finds a tombstone of no known row (a place a move
+        // left free): the tombstone takes the deleted row's birth, or where
+        // it is newer, the delete is kept by birth. Either way the delete
+        // still decides when its row arrives, whatever row takes the key
+        // meanwhile.
+        (Op::Delete, Some(row))
+            if row.deleted.is_some()
+                && table.integer_primary_key
+                && born_here(change, peers).is_some()
+                && birth(table, row).is_none_or(|b| !b.is_known()) =>
+        {
+            let born = born_here(change, peers).expect("checked");
+            if compare_versions(version, row.deleted.expect("checked"), peers) == Ordering::Greater {
+                Decision {
+                    action: Action::RecordOnly,
+                    new_state: Some(tombstone_of(table, born, version)),
+                    conflicts: Vec::new(),
+                }
+            } else {
+                Decision::of(Action::KeepDelete)
+            }
         }
         (Op::Delete, Some(row)) if row.deleted.is_some() => {
             let d = row.deleted.expect("checked");

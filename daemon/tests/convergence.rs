@@ -339,6 +339,52 @@ fn a_row_deleted_where_it_had_moved_before_it_came_stays_deleted() {
     run(3, steps, false, Some("012")).unwrap();
 }
 
+/// Found by `dense_key_collisions_converge_among_four_peers`: p3's row 3
+/// moved twice (to 4, then to 5); on p1 and p2 its first move waited for
+/// key 4, which another row held, and stayed parked after the second move
+/// had arrived. A whole row at a lesser key than where its row lives now
+/// is from before (a row only ever moves to a greater key): it goes to
+/// where the row is.
+#[test]
+fn an_earlier_move_of_a_row_that_moved_twice_is_not_left_waiting() {
+    use Step::*;
+    let steps = vec![
+        Write { peer: 0, id: 1, col: 0 },
+        Write { peer: 0, id: 1, col: 0 },
+        Sync { peer: 0 },
+        Sync { peer: 3 },
+        Delete { peer: 3, id: 1 },
+        Sync { peer: 2 },
+        Write { peer: 2, id: 1, col: 0 },
+        Sync { peer: 3 },
+        Delete { peer: 0, id: 1 },
+        Sync { peer: 1 },
+        Write { peer: 1, id: 1, col: 0 },
+        Write { peer: 0, id: 3, col: 0 },
+        Write { peer: 3, id: 3, col: 0 },
+    ];
+    run(4, steps, false, Some("0213")).unwrap();
+}
+
+/// Found by `dense_key_collisions_converge_among_four_peers`: p1 deleted
+/// p0's row 2, and p3 got the delete while its key 2 was free (a move had
+/// left it): the tombstone had no birth, another row took the key and
+/// moved on, and p0's row, arriving last, came back on p3 alone. Now such
+/// a tombstone takes the deleted row's birth.
+#[test]
+fn a_delete_recorded_where_a_move_left_the_key_free_keeps_its_row_out() {
+    use Step::*;
+    let steps = vec![
+        Write { peer: 1, id: 2, col: 0 },
+        Write { peer: 0, id: 2, col: 0 },
+        Sync { peer: 0 },
+        Sync { peer: 1 },
+        Delete { peer: 1, id: 2 },
+        Write { peer: 2, id: 2, col: 0 },
+    ];
+    run(4, steps, false, Some("3012")).unwrap();
+}
+
 fn cases() -> u32 {
     std::env::var("SYNCD_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(12)
 }
@@ -357,6 +403,21 @@ proptest! {
     #[test]
     fn dense_key_collisions_converge(steps in proptest::collection::vec(step(3), 1..40)) {
         run(3, steps, false, None)?;
+    }
+
+    /// As above among four peers, over more steps: rows move three or
+    /// four times, and deletes and moves reach each peer in more orders.
+    /// The peer ids are a drawn order of four digits (the order each peer
+    /// merges the others in), so a failing case replays and shrinks.
+    /// Ignored: it still ends apart or with a change left parked in about
+    /// one case in a hundred (`--ignored` runs it).
+    #[test]
+    #[ignore]
+    fn dense_key_collisions_converge_among_four_peers(
+        ids in Just(vec!['0', '1', '2', '3']).prop_shuffle().prop_map(String::from_iter),
+        steps in proptest::collection::vec(step(4), 1..60),
+    ) {
+        run(4, steps, false, Some(&ids))?;
     }
 
     /// As above, with hundreds of rows made at once over keys the other

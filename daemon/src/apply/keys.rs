@@ -691,13 +691,29 @@ impl Applier<'_> {
         peers: &Peers,
     ) -> Result<(Cow<'b, RowChange>, Vec<u8>, Option<RowState>), ApplyError> {
         let unchanged = |key, local| Ok((Cow::Borrowed(change), key, local));
-        let Some(row) = local.as_ref() else { return unchanged(key, local) };
         let Some(born) = change.born else { return unchanged(key, local) };
-        // A whole row is itself where its row lives now (moved there).
-        if matches!(change.op, Op::Insert(_) | Op::Row(_)) || !merge::born_elsewhere(table, row, Some(born), peers) {
-            return unchanged(key, local);
-        }
-        let Some(moved) = self.state.moved_to(tbl, born)?.filter(|m| *m != key) else { return unchanged(key, local) };
+        let moved = match &change.op {
+            Op::Insert(_) => return unchanged(key, local),
+            // A whole row is itself where its row lives now (moved there),
+            // unless the row has moved on here since: its maker only ever
+            // moves it to a greater key, so one at a lesser key is from
+            // before (an earlier move, or a peer that had not seen the
+            // later one publishing it again).
+            Op::Row(_) => match self.state.moved_to(tbl, born)? {
+                Some(moved) if table.integer_primary_key && key_number(&moved) > key_number(&key) => moved,
+                _ => return unchanged(key, local),
+            },
+            _ => {
+                let Some(row) = local.as_ref() else { return unchanged(key, local) };
+                if !merge::born_elsewhere(table, row, Some(born), peers) {
+                    return unchanged(key, local);
+                }
+                let Some(moved) = self.state.moved_to(tbl, born)?.filter(|m| *m != key) else {
+                    return unchanged(key, local);
+                };
+                moved
+            }
+        };
         let Ok(key_values) = value::decode_key(&moved) else { return unchanged(key, local) };
         let local = self.state.row(tbl, &moved)?;
         Ok((Cow::Owned(RowChange { key: key_values, op: change.op.clone(), born: change.born }), moved, local))
@@ -746,6 +762,14 @@ fn clash_conflict(
 pub(super) fn replaced_delete(table: &Table, p: &Planned<'_>, peers: &Peers) -> Option<(Born, (u64, u128))> {
     let (gone, deleted) = merge::delete_replaced(table, p.local.as_ref(), p.decision.new_state.as_ref())?;
     Some((gone.to_wire(peers)?, (deleted.clock, Born::peer_number(peers.peer_id(deleted.peer))?)))
+}
+
+/// An encoded integer key's number (`None` for any other key).
+fn key_number(key: &[u8]) -> Option<i64> {
+    match value::decode_key(key).ok()?.as_slice() {
+        [Value::Integer(i)] => Some(*i),
+        _ => None,
+    }
 }
 
 /// The key a row was made with, as the state keeps keys: an integer key's
