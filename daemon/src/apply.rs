@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 mod fresh;
 mod keys;
 use fresh::FreshInserts;
-use keys::{birth_place, delete_by_birth, replaced_delete};
+use keys::{delete_away_from_birth_place, delete_by_birth, replaced_delete};
 
 /// A write transaction on the user's database lasts about this long at most,
 /// so the application that owns it is never blocked for long.
@@ -822,13 +822,7 @@ impl<'a> Applier<'a> {
             Action::Skip => {}
             Action::RecordOnly => {
                 outcome.record = Record::Put(p.decision.new_state.clone().expect("record has a state"));
-                // A delete that came before its row, made where the row
-                // had moved to: the row's insert arrives at its first key.
-                if let (Op::Delete, Some(born), true) = (&p.change.op, p.change.born, table.integer_primary_key)
-                    && birth_place(born) != p.key
-                {
-                    outcome.keeps_delete = delete_by_birth(born, remote, peers);
-                }
+                outcome.keeps_delete = delete_away_from_birth_place(table, p, remote, peers);
             }
             Action::KeepAndRepublish => outcome.record = Record::Republish(to_publish_whole(table, p.local.as_ref())),
             Action::KeepDelete => outcome.keeps_delete = p.change.born.and_then(|b| delete_by_birth(b, remote, peers)),
@@ -936,6 +930,7 @@ impl<'a> Applier<'a> {
                     }
                 }
                 outcome.record = Record::Put(p.decision.new_state.clone().expect("delete has a state"));
+                outcome.keeps_delete = delete_away_from_birth_place(table, p, remote, peers);
             }
         }
         for note in &p.decision.conflicts {

@@ -495,7 +495,7 @@ impl Birth {
         compare_versions(self.version, other.version, peers).then(self.key_hash.cmp(&other.key_hash))
     }
 
-    fn is_known(&self) -> bool {
+    pub fn is_known(&self) -> bool {
         self.version.clock != 0
     }
 

@@ -385,6 +385,33 @@ fn a_delete_recorded_where_a_move_left_the_key_free_keeps_its_row_out() {
     run(4, steps, false, Some("3012")).unwrap();
 }
 
+/// Found by `dense_key_collisions_converge_among_four_peers`: p2 deleted
+/// p1's row 4 and made another row 4; p1's concurrent edit won, so p1 sent
+/// its row again, and p2's row moved to key 5. p3 deleted p2's row at key
+/// 4 before the move reached it. On p0 the delete, finding key 4 free (the
+/// move had left it), did not follow the row to key 5; on p3 the move,
+/// arriving after p3's own delete, brought the row back at key 5. Now an
+/// edit or delete follows its row from a key that does not hold it, a
+/// delete made away from its row's first key is kept by birth, and a
+/// moved row is judged against its tombstone where it was.
+#[test]
+fn a_row_deleted_before_its_move_arrived_stays_deleted_on_every_peer() {
+    use Step::*;
+    let steps = vec![
+        Write { peer: 1, id: 4, col: 0 },
+        Sync { peer: 1 },
+        Sync { peer: 2 },
+        Delete { peer: 2, id: 4 },
+        Sync { peer: 2 },
+        Write { peer: 2, id: 4, col: 0 },
+        Write { peer: 1, id: 4, col: 0 },
+        Sync { peer: 2 },
+        Sync { peer: 3 },
+        Delete { peer: 3, id: 4 },
+    ];
+    run(4, steps, false, Some("1302")).unwrap();
+}
+
 fn cases() -> u32 {
     std::env::var("SYNCD_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(12)
 }

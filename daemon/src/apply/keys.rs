@@ -673,9 +673,22 @@ impl Applier<'_> {
         if local.and_then(|l| merge::birth(table, l)).and_then(|b| b.to_wire(peers)) == Some(born) {
             return Ok(None);
         }
-        let Some((clock, peer)) = self.state.kept_delete(tbl, born)? else { return Ok(None) };
-        let Some(peer) = peers.index_of(peer) else { return Ok(None) };
-        Ok(Some((born, Version { clock, peer })))
+        if let Some((clock, peer)) = self.state.kept_delete(tbl, born)? {
+            let Some(peer) = peers.index_of(peer) else { return Ok(None) };
+            return Ok(Some((born, Version { clock, peer })));
+        }
+        // A row moved here whose tombstone is where it was: deleted here
+        // (or by a peer whose delete came first) before its move arrived.
+        if let Op::Row(_) = change.op {
+            let was = self.state.moved_to(tbl, born)?.unwrap_or_else(|| birth_place(born));
+            if let Some(row) = self.state.row(tbl, &was)?
+                && let Some(deleted) = row.deleted
+                && merge::birth(table, &row).and_then(|b| b.to_wire(peers)) == Some(born)
+            {
+                return Ok(Some((born, deleted)));
+            }
+        }
+        Ok(None)
     }
 
     /// A change about a row that moved off this key (two rows were made
@@ -703,9 +716,14 @@ impl Applier<'_> {
                 Some(moved) if table.integer_primary_key && key_number(&moved) > key_number(&key) => moved,
                 _ => return unchanged(key, local),
             },
+            // An edit or delete follows its row unless the row is here:
+            // another row, or none (a key a move left free), is not it.
             _ => {
-                let Some(row) = local.as_ref() else { return unchanged(key, local) };
-                if !merge::born_elsewhere(table, row, Some(born), peers) {
+                let is_its_row = local.as_ref().is_some_and(|row| {
+                    merge::birth(table, row).is_some_and(|b| b.is_known())
+                        && !merge::born_elsewhere(table, row, Some(born), peers)
+                });
+                if is_its_row {
                     return unchanged(key, local);
                 }
                 let Some(moved) = self.state.moved_to(tbl, born)?.filter(|m| *m != key) else {
@@ -774,8 +792,24 @@ fn key_number(key: &[u8]) -> Option<i64> {
 
 /// The key a row was made with, as the state keeps keys: an integer key's
 /// birth carries it.
-pub(super) fn birth_place(born: Born) -> Vec<u8> {
+fn birth_place(born: Born) -> Vec<u8> {
     value::encode_key([rusqlite::types::ValueRef::Integer(born.key as i64)])
+}
+
+/// A delete that `p` records away from its row's birth place (the row had
+/// moved where the delete was made, or here), kept by the row's birth as
+/// well: a copy of the row arriving later at another key (its insert, or a
+/// move this peer has not had yet) is then judged against it.
+pub(super) fn delete_away_from_birth_place(
+    table: &Table,
+    p: &Planned<'_>,
+    remote: &RemoteBatch<'_>,
+    peers: &Peers,
+) -> Option<(Born, (u64, u128))> {
+    let (Op::Delete, Some(born), true) = (&p.change.op, p.change.born, table.integer_primary_key) else {
+        return None;
+    };
+    (birth_place(born) != p.key).then(|| delete_by_birth(born, remote, peers)).flatten()
 }
 
 /// The batch author's delete of the row born `born`, as the state keeps it
