@@ -99,7 +99,8 @@ pub enum Action {
     /// ([`crate::state::State::keep_delete`], the later of two deletes
     /// stays), it decides if the row comes. Nothing is written. Set by the
     /// applier, which knows what the conflict log and the parked list hold,
-    /// and for a delete older than the tombstone of no known row at its key.
+    /// and for a delete older than the tombstone of no known row at its key
+    /// or of a row whose maker made its key again.
     KeepDelete,
     /// Cannot be applied now; kept with the reason and retried.
     Park(ParkReason),
@@ -315,11 +316,12 @@ pub fn decide(
             decide_key_collision(table, &mapped, row, theirs, version, peers, remote_image)
         }
         // A delete of a row that has left this key for good: it is gone
-        // here already, and nothing is on its way.
+        // here already, but a peer whose edit beat an earlier delete may
+        // still send it whole, and this delete may beat that: kept by birth.
         (Op::Delete, Some(row))
             if born_elsewhere(table, row, change.born, peers) && gone_from_key(table, row, change, peers) =>
         {
-            Decision::of(Action::Skip)
+            Decision::of(Action::KeepDelete)
         }
         // An edit or delete of the row its author had at this key, which is
         // not ours: it waits for that row to arrive, or to move here.
