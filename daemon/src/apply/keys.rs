@@ -645,8 +645,9 @@ impl Applier<'_> {
 
     /// The delete kept by birth ([`crate::state::State::keep_delete`]) of
     /// the row that `change` brings whole (inserted, moved or published
-    /// again) or edits, when the state at its key is not that row's: its
-    /// birth and the delete's version.
+    /// again) or edits, when the state at its key is not that row's, or
+    /// for a row moved here, its tombstone where it was: its birth and the
+    /// delete's version.
     pub(super) fn kept_delete_for(
         &self,
         table: &Table,
