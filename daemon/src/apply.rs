@@ -609,6 +609,16 @@ impl<'a> Applier<'a> {
         {
             decision = Decision { action: Action::KeepDelete, new_state: None, conflicts: Vec::new() };
         }
+        // A row moved onto a row made here, which yields the key: its copy
+        // at its old key may hold edits made here that its author had not
+        // seen, so the row is merged with that copy, as when the key is
+        // free (`move_here`), and the copy goes (`vacate_old_place`).
+        if let (Op::Row(_), Action::MoveLocalAndInsert { .. }) = (&change_ref.op, &decision.action)
+            && let Some((from, copy)) = self.same_row_elsewhere(table, tbl, change_ref, &key, peers)?
+            && let Some(merged) = self.merged_with_copy(table, batch_table, change_ref, &from, &copy, remote, peers)?
+        {
+            decision = merged;
+        }
         let kept_delete = kept_delete.map(|(born, _)| born);
         Ok(Planned { table: table_changes, change, tbl, key, local, from, decision, kept_delete })
     }

@@ -440,17 +440,14 @@ fn a_later_delete_of_a_row_whose_maker_made_its_key_again_still_decides() {
 }
 
 /// Found by `dense_key_collisions_converge_among_four_peers` (1 case in
-/// 1,000), not fixed yet: p2 deletes p0's row 3 while p1 edits it; p3
-/// makes another row 3, which p0 edits; p0 makes a row 4. p1's edit wins,
-/// p1 sends p0's row whole, and p3's row moves to 4. On p0 the move meets
-/// p0's own
-/// row 4, which moves away, and the moved row is inserted with p3's values:
-/// the copy at key 3 holding p0's captured edit is dropped, so p0 loses its
-/// own edit while every other peer applies it. The fix: a move that lands
-/// on a row made here must still be merged with the row's copy at its old
-/// key (as `move_here` does when the new key is free).
+/// 1,000): p2 deletes p0's row 3 while p1 edits it; p3 makes another row
+/// 3, which p0 edits; p0 makes a row 4. p1's edit wins, p1 sends p0's row
+/// whole, and p3's row moves to 4. On p0 the move met p0's own row 4,
+/// which moved away, and the moved row went in with p3's values: the copy
+/// at key 3 holding p0's captured edit was dropped, so p0 lost its own
+/// edit while every other peer applied it. Now such a move is merged with
+/// the row's copy at its old key, as when the new key is free.
 #[test]
-#[ignore]
 fn an_edit_made_here_survives_its_row_moving_onto_a_row_made_here() {
     use Step::*;
     let steps = vec![

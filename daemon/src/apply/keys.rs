@@ -4,14 +4,14 @@
 //! that moved, UNIQUE clashes between two rows, and the references
 //! (declared or configured) that must never dangle or be left behind.
 
-use super::{Applier, ApplyError, KEY_TAKEN, Outcome, ParkReason, ParkedChange, Peers, Planned, Record};
+use super::{Applier, ApplyError, BatchTable, KEY_TAKEN, Outcome, ParkReason, ParkedChange, Peers, Planned, Record};
 use super::{
     complete_state, conflict_from, delete_row, image_json, key_values_local, local_key, park_described, park_record,
     read_row, row_hash,
 };
 use crate::batch::{Born, Op, RowChange, TableChanges};
 use crate::constraints;
-use crate::merge::{self, Action, PeerBook, RemoteBatch};
+use crate::merge::{self, Action, Decision, PeerBook, RemoteBatch};
 use crate::schema::{Table, quote_ident};
 use crate::state::{Conflict, RowState, Version};
 use crate::value::{self, Value};
@@ -384,6 +384,58 @@ impl Applier<'_> {
             return Ok(None);
         }
         Ok(Some((old, row)))
+    }
+
+    /// The row that `change` moves onto a row made here, merged with its
+    /// copy at `from` (state `copy`): every value of the copy, with the
+    /// author's where they win, inserted once the row made here has moved
+    /// away. `None` where the copy is not as last captured (an edit here
+    /// not captured yet): the move is then carried out as it came.
+    #[allow(clippy::too_many_arguments)] // the change, where its copy is, and its origin
+    pub(super) fn merged_with_copy(
+        &self,
+        table: &Table,
+        batch_table: &BatchTable<'_, '_>,
+        change: &RowChange,
+        from: &[u8],
+        copy: &RowState,
+        remote: &RemoteBatch<'_>,
+        peers: &Peers,
+    ) -> Result<Option<Decision>, ApplyError> {
+        let Some((_, columns, policy)) = &batch_table.here else { return Ok(None) };
+        let Ok(at) = value::decode_key(from) else { return Ok(None) };
+        let Some(values) = read_row(self.user, table, &at)? else { return Ok(None) };
+        if row_hash(table, &values) != copy.hash {
+            return Ok(None);
+        }
+        let mut value_of_copy = |i: usize| values[i].clone();
+        let merged = merge::decide(
+            table,
+            batch_table.changes,
+            columns,
+            change,
+            Some(copy),
+            remote,
+            policy,
+            peers,
+            &mut value_of_copy,
+            None,
+        );
+        let (winning, state) = match merged.action {
+            Action::Write { insert: false, columns } => (columns, merged.new_state),
+            Action::Skip => (Vec::new(), Some(copy.clone())),
+            _ => return Ok(None),
+        };
+        let mut row = values.clone();
+        for (i, v) in winning {
+            row[i] = v;
+        }
+        row[table.key[0]] = key_values_local(table, batch_table.changes, change)[0].clone();
+        Ok(Some(Decision {
+            action: Action::MoveLocalAndInsert { columns: row.into_iter().enumerate().collect() },
+            new_state: state,
+            conflicts: merged.conflicts,
+        }))
     }
 
     /// Removes the copy of a row that moved from where it was here, quietly:
