@@ -567,12 +567,14 @@ impl<'a> Applier<'a> {
         }
         // A row its author moved, still at its old key here: merged with
         // its copy there, so that edits made here are not lost in the move.
-        let (local, from) = match local {
-            None => match self.same_row_elsewhere(table, tbl, &change, &key, peers)? {
+        // (A key a move left free holds no row either.)
+        let holds_no_row = local.as_ref().is_none_or(|l| l.deleted.is_some() && merge::birth(table, l).is_none());
+        let (local, from) = match holds_no_row {
+            true => match self.same_row_elsewhere(table, tbl, &change, &key, peers)? {
                 Some((from, row)) => (Some(row), Some(from)),
-                None => (None, None),
+                None => (local, None),
             },
-            local => (local, None),
+            false => (local, None),
         };
         let change_ref: &RowChange = &change;
         let user = self.user;
