@@ -569,12 +569,10 @@ impl<'a> Applier<'a> {
         // its copy there, so that edits made here are not lost in the move.
         // (A key a move left free holds no row either.)
         let holds_no_row = local.as_ref().is_none_or(|l| l.deleted.is_some() && merge::birth(table, l).is_none());
-        let (local, from) = match holds_no_row {
-            true => match self.same_row_elsewhere(table, tbl, &change, &key, peers)? {
-                Some((from, row)) => (Some(row), Some(from)),
-                None => (local, None),
-            },
-            false => (local, None),
+        let elsewhere = if holds_no_row { self.same_row_elsewhere(table, tbl, &change, &key, peers)? } else { None };
+        let (local, from) = match elsewhere {
+            Some((from, row)) => (Some(row), Some(from)),
+            None => (local, None),
         };
         let change_ref: &RowChange = &change;
         let user = self.user;

@@ -234,9 +234,15 @@ impl Applier<'_> {
 
     /// Whether a change to the row at `key` waits in the parked list.
     fn waits_parked(&self, table: &Table, key: &[u8]) -> Result<bool, ApplyError> {
+        self.any_parked(table, |change, c| local_key(table, &change.table, c).as_deref() == Some(key))
+    }
+
+    /// Whether a change of `table` waiting in the parked list (one that
+    /// still decodes) is one that `is` picks, given its parked batch.
+    fn any_parked(&self, table: &Table, is: impl Fn(&ParkedChange, &RowChange) -> bool) -> Result<bool, ApplyError> {
         for parked in self.state.parked()?.into_iter().filter(|p| p.table == table.name) {
             let Ok(change) = syncd_proto::decode::<ParkedChange>(&parked.change) else { continue };
-            if change.table.changes.iter().any(|c| local_key(table, &change.table, c).as_deref() == Some(key)) {
+            if change.table.changes.iter().any(|c| is(&change, c)) {
                 return Ok(true);
             }
         }
@@ -251,19 +257,13 @@ impl Applier<'_> {
         if self.state.holds_out_for_its_key(tbl, born)? || self.state.kept_delete(tbl, born)?.is_some() {
             return Ok(true);
         }
-        for parked in self.state.parked()?.into_iter().filter(|p| p.table == table.name) {
-            let Ok(change) = syncd_proto::decode::<ParkedChange>(&parked.change) else { continue };
-            let born_here = |c: &RowChange| match (&c.op, c.key.as_slice()) {
-                (Op::Insert(_), [made_at]) => {
-                    Born::of(change.clock, &change.author_id, table.birth_key(made_at.as_ref())) == Some(born)
-                }
-                _ => false,
-            };
-            if change.table.changes.iter().any(born_here) {
-                return Ok(true);
+        // Its insert, parked until the older row goes.
+        self.any_parked(table, |change, c| match (&c.op, c.key.as_slice()) {
+            (Op::Insert(_), [made_at]) => {
+                Born::of(change.clock, &change.author_id, table.birth_key(made_at.as_ref())) == Some(born)
             }
-        }
-        Ok(false)
+            _ => false,
+        })
     }
 
     /// Changes that each wait for a value another one of them holds: one
@@ -362,6 +362,12 @@ impl Applier<'_> {
         row
     }
 
+    /// Where the row born `born` was last known to live here: where it
+    /// moved to, else the key it was made with.
+    fn last_place(&self, tbl: i64, born: Born) -> Result<Vec<u8>, ApplyError> {
+        Ok(self.state.moved_to(tbl, born)?.unwrap_or_else(|| birth_place(born)))
+    }
+
     /// Where the row that `change` (a whole row with its birth) brings to
     /// `key` lives here now, if elsewhere: its key there and its state.
     pub(super) fn same_row_elsewhere(
@@ -375,7 +381,7 @@ impl Applier<'_> {
         let (Op::Row(_), Some(born), true) = (&change.op, change.born, table.integer_primary_key) else {
             return Ok(None);
         };
-        let old = self.state.moved_to(tbl, born)?.unwrap_or_else(|| birth_place(born));
+        let old = self.last_place(tbl, born)?;
         if old == key {
             return Ok(None);
         }
@@ -733,7 +739,7 @@ impl Applier<'_> {
         // A row moved here whose tombstone is where it was: deleted here
         // (or by a peer whose delete came first) before its move arrived.
         if let Op::Row(_) = change.op {
-            let was = self.state.moved_to(tbl, born)?.unwrap_or_else(|| birth_place(born));
+            let was = self.last_place(tbl, born)?;
             if let Some(row) = self.state.row(tbl, &was)?
                 && let Some(deleted) = row.deleted
                 && merge::birth(table, &row).and_then(|b| b.to_wire(peers)) == Some(born)
